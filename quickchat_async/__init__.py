@@ -1,5 +1,70 @@
-"""quickchat-async: an async Python SDK for Quickchat AI's Chat endpoint."""
+"""quickchat-async: an async Python SDK for Quickchat AI's Chat endpoint, on asyncio and trio.
 
+```python
+from quickchat_async import AsyncQuickchat
+
+async with AsyncQuickchat(token="...", scenario_id="...") as client:
+    conv = client.conversation(kb_topic="billing")
+    reply = await conv.say("Hello!")
+    print(reply.text)
+```
+"""
+
+from ._client import NOT_GIVEN, AsyncQuickchat, Flavor, NotGiven
+from ._conversation import Conversation
+from ._exceptions import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ClientClosedError,
+    ConversationNotFoundError,
+    InternalServerError,
+    PermissionDeniedError,
+    QuickchatError,
+    RateLimitError,
+    ResponseTooLargeError,
+    ScenarioNotFoundError,
+    ServiceUnavailableError,
+    UnexpectedResponseError,
+    ValidationError,
+)
+from ._models import JSONValue, Reply, Turn, html_to_text
+from ._transport import ChatRequest, HTTPResponse, HttpxTransport, Timeout, Transport
 from ._version import __version__
 
-__all__ = ["__version__"]
+
+__all__ = [
+    "NOT_GIVEN",
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncQuickchat",
+    "AuthenticationError",
+    "BadRequestError",
+    "ChatRequest",
+    "ClientClosedError",
+    "Conversation",
+    "ConversationNotFoundError",
+    "Flavor",
+    "HTTPResponse",
+    "HttpxTransport",
+    "InternalServerError",
+    "JSONValue",
+    "NotGiven",
+    "PermissionDeniedError",
+    "QuickchatError",
+    "RateLimitError",
+    "Reply",
+    "ResponseTooLargeError",
+    "ScenarioNotFoundError",
+    "ServiceUnavailableError",
+    "Timeout",
+    "Transport",
+    "Turn",
+    "UnexpectedResponseError",
+    "ValidationError",
+    "__version__",
+    "html_to_text",
+]

@@ -1,0 +1,93 @@
+"""Frozen value types: the Agent's `Reply`, and a `Turn`: one exchange of a conversation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import html
+import re
+from collections.abc import Mapping
+from typing import TypeAlias
+
+import attrs
+
+
+__all__ = ["JSONValue", "Reply", "Turn", "html_to_text"]
+
+#: A value that survives a round trip through JSON.
+JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
+
+
+def _empty() -> dict[str, JSONValue]:
+    return {}
+
+
+_BR = re.compile(r"<br\s*/?\s*>", re.IGNORECASE)
+_TAG = re.compile(r"</?[A-Za-z!][^>]*>")
+
+
+def html_to_text(markup: str) -> str:
+    """Turn a reply's light HTML into plain text.
+
+    `<br>` (in any spelling) becomes a newline, other tags are dropped and entities are
+    unescaped, in that order, so an escaped `&lt;b&gt;` survives as the literal text `<b>`.
+    """
+    if "<" not in markup and "&" not in markup:
+        return markup
+    return html.unescape(_TAG.sub("", _BR.sub("\n", markup)))
+
+
+@attrs.frozen(slots=True)
+class Reply:
+    """The AI Agent's answer to one message.
+
+    Attributes:
+        conv_id: the conversation the reply belongs to. When the server leaves it out (the legacy
+            flavor does on continuations), it is the conv_id the request carried.
+        html: the reply exactly as the server sent it; it may contain HTML such as `<br>`.
+        ord_number: the reply's sequential number within the conversation, when sent.
+        src: the server's internal source indicator, when sent.
+        raw: the whole decoded JSON body.
+    """
+
+    conv_id: str
+    html: str
+    ord_number: int | None = None
+    src: int | None = None
+    raw: Mapping[str, JSONValue] = attrs.field(factory=_empty, eq=False, repr=False)
+
+    @functools.cached_property
+    def text(self) -> str:
+        """The reply as plain text: `<br>` is a newline, tags are dropped, entities unescaped."""
+        return html_to_text(self.html)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@attrs.frozen(slots=True)
+class Turn:
+    """One confirmed exchange: what was sent and what the Agent replied.
+
+    Attributes:
+        text: the user's message.
+        context: the `message_context` sent with it, if any.
+        metadata: the `client_metadata` exactly as sent (conversation metadata, the turn's own
+            metadata and `kb_topic`).
+        reply: the Agent's reply.
+        sent_at: when the SDK started sending the message (UTC).
+        received_at: when the reply arrived (UTC).
+    """
+
+    text: str
+    reply: Reply
+    sent_at: dt.datetime
+    received_at: dt.datetime
+    context: str | None = None
+    metadata: Mapping[str, JSONValue] = attrs.field(factory=_empty)
+
+    @property
+    def kb_topic(self) -> str | None:
+        """The Knowledge Base topic this turn was sent with, if any."""
+        topic = self.metadata.get("kb_topic")
+        return topic if isinstance(topic, str) else None

@@ -101,33 +101,53 @@ def _env(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
-def _resolve_credential(token: str | None, api_key: str | None) -> tuple[Flavor, str]:
-    """Pick the flavor from explicit arguments first, then from the environment."""
-    if token is None and api_key is None:
-        token, api_key = _env("QUICKCHAT_API_TOKEN"), _env("QUICKCHAT_API_KEY")
+class _Secret:
+    """A credential whose repr never shows it, so tracebacks formatted with locals stay clean."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: object) -> None:
+        self._value = value
+
+    def reveal(self) -> object:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "None" if self._value is None else "<redacted>"
+
+
+def _resolve_credential(token: _Secret, api_key: _Secret) -> tuple[Flavor, str, _Secret]:
+    """Pick the flavor from explicit arguments first, then from the environment.
+
+    The raw value is only ever read inline, never bound to a local, so no frame of a failed
+    validation holds it.
+    """
+    if token.reveal() is None and api_key.reveal() is None:
+        token = _Secret(_env("QUICKCHAT_API_TOKEN"))
+        api_key = _Secret(_env("QUICKCHAT_API_KEY"))
         where = "QUICKCHAT_API_TOKEN and QUICKCHAT_API_KEY are both set"
     else:
         where = "both token= and api_key= were given"
-    if token is not None and api_key is not None:
+    if token.reveal() is not None and api_key.reveal() is not None:
         raise ValidationError(
             f"{where}: pass a token (current flavor, Bearer) or an api_key (legacy flavor), "
             "not both."
         )
-    if token is None and api_key is None:
+    if token.reveal() is None and api_key.reveal() is None:
         raise ValidationError(
             "No credential: pass token=... (or set QUICKCHAT_API_TOKEN) for the current flavor, "
             "or api_key=... (or set QUICKCHAT_API_KEY) for the legacy one."
         )
     flavor, secret, name = (
         (Flavor.CURRENT, token, "token")
-        if token is not None
+        if token.reveal() is not None
         else (Flavor.LEGACY, api_key, "api_key")
     )
-    if not isinstance(secret, str) or not secret.strip():
+    if not isinstance(secret.reveal(), str) or not str(secret.reveal()).strip():
         raise ValidationError(f"{name} must be a non-empty string.")
-    if any(c in secret for c in "\r\n\x00"):
+    if any(c in str(secret.reveal()) for c in "\r\n\x00"):
         raise ValidationError(f"{name} contains a line break or NUL; check how it was read.")
-    return flavor, secret
+    return flavor, name, secret
 
 
 def _resolve_scenario_id(scenario_id: object) -> str:
@@ -271,12 +291,13 @@ class AsyncQuickchat:
         max_connections: int = 100,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        # From here on the credentials live only in `secret`/private attributes: a traceback
-        # formatted with locals shows `token=None, api_key=None`.
-        flavor, secret = _resolve_credential(token, api_key)
-        token = api_key = None
+        # The credentials are wrapped before anything can fail: a traceback formatted with
+        # locals (rich, pytest, Sentry) shows `<redacted>`, never the token or api_key.
+        credentials = (_Secret(token), _Secret(api_key))
+        del token, api_key
+        flavor, _, secret = _resolve_credential(*credentials)
+        del credentials
         self._flavor = flavor
-        self._secrets = (secret,)
         self._scenario_id = _resolve_scenario_id(scenario_id)
         self.base_url: str = _resolve_base_url(base_url, flavor)
         self._url = f"{self.base_url}/chat"
@@ -287,19 +308,23 @@ class AsyncQuickchat:
         check_count(max_connections, name="max_connections", minimum=1)
         check_count(max_response_bytes, name="max_response_bytes", minimum=_MIN_RESPONSE_BYTES)
         self._max_response_bytes = max_response_bytes
-
         self._headers = _resolve_headers(default_headers)
-        if flavor is Flavor.CURRENT:
-            self._headers["Authorization"] = f"Bearer {secret}"
-            self._api_key_prefix = b""
-        else:
-            self._api_key_prefix = b'{"api_key":' + _ENCODER.encode(secret).encode() + b","
-        secret = ""
+        self._install(secret)
 
         self._transport = _resolve_transport(transport, http_client, max_connections)
         # Waiting for a free connection happens here, outside the HTTP engine, in call order.
         self._limiter = anyio.CapacityLimiter(max_connections)
         self._state = _State.UNOPENED
+
+    def _install(self, secret: _Secret) -> None:
+        """Put the credential where requests need it; nothing after this can fail."""
+        value = str(secret.reveal())
+        self._secrets = (value,)
+        if self._flavor is Flavor.CURRENT:
+            self._headers["Authorization"] = f"Bearer {value}"
+            self._api_key_prefix = b""
+        else:
+            self._api_key_prefix = b'{"api_key":' + _ENCODER.encode(value).encode() + b","
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -347,10 +372,13 @@ class AsyncQuickchat:
         await self.aclose()
 
     def __repr__(self) -> str:
-        return (
-            f"<AsyncQuickchat flavor={self._flavor.value!r} url={self._url!r} "
-            f"scenario_id={self._scenario_id!r} state={self._state.value!r}>"
-        )
+        try:
+            return (
+                f"<AsyncQuickchat flavor={self._flavor.value!r} url={self._url!r} "
+                f"scenario_id={self._scenario_id!r} state={self._state.value!r}>"
+            )
+        except AttributeError:  # shown in the traceback of a failed __init__
+            return "<AsyncQuickchat (not configured)>"
 
     # --- conversations ------------------------------------------------------------------------
 

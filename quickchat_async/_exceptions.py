@@ -31,6 +31,7 @@ import html
 import math
 import re
 import time
+import traceback
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING
 
@@ -389,7 +390,9 @@ _MAYBE_SENT: tuple[tuple[type[httpx.HTTPError], str], ...] = (
     (httpx.RemoteProtocolError, "lost the connection to"),
     (httpx.ReadError, "lost the connection to"),
     (httpx.WriteError, "lost the connection to"),
+    (httpx.CloseError, "lost the connection to"),
     (httpx.NetworkError, "lost the connection to"),
+    (httpx.LocalProtocolError, "could not form a valid HTTP request to"),
     (httpx.ProtocolError, "got a malformed HTTP response from"),
     (httpx.ProxyError, "could not go through the proxy to"),
     (httpx.UnsupportedProtocol, "cannot speak the protocol of"),
@@ -453,7 +456,7 @@ def map_httpx_errors(*, url: str, may_be_sent: Callable[[], bool]) -> Generator[
     try:
         yield
     except httpx.HTTPError as exc:
-        raise error_from_httpx(exc, url=url, may_be_sent=may_be_sent()) from exc
+        raise error_from_httpx(exc, url=url, may_be_sent=may_be_sent()) from scrubbed(exc)
     except TimeoutError as exc:  # the SDK's own per-attempt deadline (anyio.fail_after)
         raise connection_error(
             url=url,
@@ -461,7 +464,22 @@ def map_httpx_errors(*, url: str, may_be_sent: Callable[[], bool]) -> Generator[
             cause=exc,
             sent=may_be_sent(),
             timeout=True,
-        ) from exc
+        ) from scrubbed(exc)
+
+
+def scrubbed(exc: BaseException) -> BaseException:
+    """Clear the local variables of the HTTP engine's frames in `exc` and its chain.
+
+    Those frames can hold the request's headers and body (the token, the legacy api_key); a
+    traceback formatted with locals would print them. File and line information stays.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__
+    return exc
 
 
 def unexpected_response(

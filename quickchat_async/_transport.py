@@ -8,10 +8,11 @@ one for fan-out speed, a fake in tests).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
 import anyio
 import attrs
@@ -249,9 +250,12 @@ async def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, boo
         return await response.aread(), False
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return b"".join(chunks)[:limit], True
+    # aiter_bytes() is an async generator: close it when we stop early, not at GC time.
+    body = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+    async with contextlib.aclosing(body) as stream:
+        async for chunk in stream:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                return b"".join(chunks)[:limit], True
     return b"".join(chunks), False

@@ -1,0 +1,44 @@
+"""The one entry point for tests, lint, types, docs and benchmarks: `nox -s <session>`."""
+
+from __future__ import annotations
+
+import nox
+
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+
+
+def install(session: nox.Session, *groups: str, package: bool = True) -> None:
+    """Install the package (editable, with every extra) and the named dependency groups."""
+    requirements = nox.project.dependency_groups(PYPROJECT, *groups)
+    session.install(*(["-e", ".[all]"] if package else []), *requirements)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite on asyncio and trio with branch coverage (>= 95%)."""
+    install(session, "tests")
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    session.run("coverage", "combine", success_codes=[0, 1])
+    session.run("coverage", "report", "--fail-under=95")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff: lint and formatting."""
+    install(session, "lint", package=False)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy strict and pyright strict on the package."""
+    install(session, "typing")
+    session.run("mypy", "quickchat_async")
+    session.run("pyright", "quickchat_async")

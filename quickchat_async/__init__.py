@@ -27,10 +27,11 @@ from ._exceptions import (
     ResponseTooLargeError,
     ScenarioNotFoundError,
     ServiceUnavailableError,
+    UnconfirmedStartError,
     UnexpectedResponseError,
     ValidationError,
 )
-from ._models import JSONValue, Reply, Turn, html_to_text
+from ._models import JSONValue, Reply, Turn, TurnStatus, html_to_text
 from ._transport import ChatRequest, HTTPResponse, HttpxTransport, Timeout, Transport
 from ._version import __version__
 
@@ -63,6 +64,8 @@ __all__ = [
     "Timeout",
     "Transport",
     "Turn",
+    "TurnStatus",
+    "UnconfirmedStartError",
     "UnexpectedResponseError",
     "ValidationError",
     "__version__",

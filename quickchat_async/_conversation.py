@@ -7,14 +7,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, cast
 
 import anyio
+import attrs
 
-from ._exceptions import ValidationError
-from ._models import JSONValue, Reply, Turn
+from ._exceptions import QuickchatError, UnconfirmedStartError, ValidationError
+from ._models import JSONValue, Reply, Turn, TurnStatus
 from ._validation import (
     check_context,
     check_conv_id,
@@ -36,6 +38,8 @@ SNAPSHOT_VERSION: Final = 1
 _SNAPSHOT_KIND: Final = "quickchat-async/conversation"
 _UTC: Final = dt.timezone.utc
 
+logger = logging.getLogger("quickchat_async")
+
 
 def _now() -> dt.datetime:
     return dt.datetime.now(_UTC)
@@ -46,8 +50,12 @@ class Conversation:
 
     The first reply's `conv_id` is kept and sent with every later message. `kb_topic`, once set,
     goes out on every request, as Quickchat requires for the Knowledge Base filter to apply.
-    Turns are sent one at a time, in call order; history grows only when a turn succeeds, so a
-    failed or cancelled `say()` leaves the conversation as it was.
+    Turns are sent one at a time, in call order.
+
+    A turn that fails before the server can have seen it, or is cancelled, leaves the
+    conversation as it was. A turn whose reply never arrived although the server may have
+    recorded the message (`outcome_unknown` errors) is kept in `history` as `UNCONFIRMED`; the
+    next reply's `ord_number` settles it as `LANDED` or `NOT_LANDED`.
     """
 
     __slots__ = (
@@ -55,9 +63,11 @@ class Conversation:
         "_conv_id",
         "_history",
         "_kb_topic",
+        "_last_ord",
         "_lock",
         "_max_history",
         "_metadata",
+        "_pending",
     )
 
     def __init__(
@@ -81,6 +91,10 @@ class Conversation:
         )
         self._max_history = max_history
         self._history: list[Turn] = []
+        # Unconfirmed turns since the last reply, and that reply's ord_number: together they
+        # tell, at the next reply, whether those messages landed.
+        self._pending: tuple[Turn, ...] = ()
+        self._last_ord: int | None = None
         # Created on the first say(): an idle conversation stays small, and the lock binds to
         # the event loop that uses it.
         self._lock: anyio.Lock | None = None
@@ -135,8 +149,17 @@ class Conversation:
 
     @property
     def history(self) -> tuple[Turn, ...]:
-        """The confirmed turns, oldest first (the last `max_history` of them, if bounded)."""
+        """The turns, oldest first (the last `max_history` of them, if bounded).
+
+        Failed turns that cannot have reached the server are not in it; turns whose outcome was
+        unknown are, with their `status`.
+        """
         return tuple(self._history)
+
+    @property
+    def unconfirmed(self) -> tuple[Turn, ...]:
+        """Turns since the last reply whose messages may or may not have reached the server."""
+        return self._pending
 
     @property
     def max_history(self) -> int | None:
@@ -181,15 +204,39 @@ class Conversation:
         if self._lock is None:
             self._lock = anyio.Lock(fast_acquire=True)
         async with self._lock:
-            client_metadata = self._client_metadata(turn_metadata)
             conv_id = self._conv_id
+            if conv_id is None and self._pending:
+                raise UnconfirmedStartError(
+                    "The first message of this conversation may or may not have reached "
+                    "Quickchat: its reply, and so its conv_id, never arrived. Sending again "
+                    "would open a second conversation on the server. Call start_over() to "
+                    "accept that, or start a new conversation."
+                )
+            client_metadata = self._client_metadata(turn_metadata)
             client = self._client
             request = client._request(text, conv_id, client_metadata, context)
             sent_at = _now()
-            reply = await client._exchange(request, conv_id)
+            try:
+                reply = await client._exchange(request, conv_id)
+            except QuickchatError as exc:
+                if exc.outcome_unknown:
+                    self._remember(
+                        Turn(
+                            text=text,
+                            reply=None,
+                            sent_at=sent_at,
+                            received_at=_now(),
+                            context=context,
+                            metadata=client_metadata,
+                            status=TurnStatus.UNCONFIRMED,
+                            error=f"{type(exc).__name__}: {exc.message}",
+                        )
+                    )
+                raise
             # No await from here on: the turn is committed whole, or (on error or
             # cancellation above) not at all.
             self._conv_id = reply.conv_id
+            self._settle(reply.ord_number)
             self._append(
                 Turn(
                     text=text,
@@ -201,6 +248,54 @@ class Conversation:
                 )
             )
             return reply
+
+    def start_over(self) -> None:
+        """Accept that the unconfirmed first message is lost to this conversation.
+
+        After a first turn with an unknown outcome, `say()` raises `UnconfirmedStartError`
+        rather than open a second server conversation silently. Calling this lets the next
+        `say()` start a new one. The unconfirmed turn stays in `history`.
+        """
+        if self._conv_id is None:
+            self._pending = ()
+
+    def _remember(self, turn: Turn) -> None:
+        """Keep a turn whose message may have landed, to be settled by the next reply."""
+        self._pending = (*self._pending, turn)
+        self._append(turn)
+
+    def _settle(self, ord_number: int | None) -> None:
+        """Use a reply's ord_number to tell whether the pending turns' messages landed.
+
+        Each turn adds two messages (the user's and the reply), so a reply numbered N after one
+        numbered L means (N - L) / 2 - 1 of the pending messages landed. Only "none" and "all"
+        say which ones did.
+        """
+        pending, last = self._pending, self._last_ord
+        self._pending, self._last_ord = (), ord_number
+        if not pending or ord_number is None or last is None:
+            return
+        landed, odd = divmod(ord_number - last, 2)
+        landed -= 1
+        if odd or landed not in {0, len(pending)}:
+            logger.info(
+                "Could not tell which of %d unconfirmed messages of conversation %s landed "
+                "(ord_number %d after %d)",
+                len(pending),
+                self._conv_id,
+                ord_number,
+                last,
+            )
+            return
+        status = TurnStatus.LANDED if landed else TurnStatus.NOT_LANDED
+        logger.info(
+            "%d unconfirmed message(s) of conversation %s: %s",
+            len(pending),
+            self._conv_id,
+            status.value,
+        )
+        settled = {id(turn): attrs.evolve(turn, status=status) for turn in pending}
+        self._history = [settled.get(id(turn), turn) for turn in self._history]
 
     def _client_metadata(self, turn_metadata: dict[str, JSONValue] | None) -> dict[str, JSONValue]:
         """The conversation's metadata, the turn's over it, then kb_topic; at most 5 keys."""
@@ -231,6 +326,8 @@ class Conversation:
             "metadata": dict(self._metadata),
             "max_history": self._max_history,
             "history": [_turn_to_json(turn) for turn in self._history],
+            "unconfirmed": [_turn_to_json(turn) for turn in self._pending],
+            "last_ord_number": self._last_ord,
         }
 
     @classmethod
@@ -263,10 +360,23 @@ class Conversation:
             raise ValidationError("Snapshot field 'history' must be a list.")
         for item in history:
             conversation._append(_turn_from_json(item))
+        unconfirmed = data.get("unconfirmed", [])
+        if not isinstance(unconfirmed, list):
+            raise ValidationError("Snapshot field 'unconfirmed' must be a list.")
+        # The same turns are in history (unless trimmed): share the objects, so settling one
+        # updates both.
+        known = {_turn_key(turn): turn for turn in conversation._history}
+        pending = [_turn_from_json(item) for item in unconfirmed]
+        conversation._pending = tuple(known.get(_turn_key(turn), turn) for turn in pending)
+        conversation._last_ord = _optional_int(data, "last_ord_number")
         return conversation
 
 
 # --- snapshot encoding ---------------------------------------------------------------------------
+
+
+def _turn_key(turn: Turn) -> tuple[str, dt.datetime]:
+    return (turn.text, turn.sent_at)
 
 
 def _turn_to_json(turn: Turn) -> dict[str, JSONValue]:
@@ -277,7 +387,11 @@ def _turn_to_json(turn: Turn) -> dict[str, JSONValue]:
         "metadata": dict(turn.metadata),
         "sent_at": turn.sent_at.isoformat(),
         "received_at": turn.received_at.isoformat(),
-        "reply": {
+        "status": turn.status.value,
+        "error": turn.error,
+        "reply": None
+        if reply is None
+        else {
             "conv_id": reply.conv_id,
             "html": reply.html,
             "ord_number": reply.ord_number,
@@ -289,20 +403,30 @@ def _turn_to_json(turn: Turn) -> dict[str, JSONValue]:
 
 def _turn_from_json(item: object) -> Turn:
     data = _mapping(item, "history item")
-    reply = _mapping(data.get("reply"), "history reply")
+    status_name = data.get("status", TurnStatus.CONFIRMED.value)
+    try:
+        status = TurnStatus(status_name)
+    except ValueError:
+        raise ValidationError(f"Snapshot turn status {status_name!r} is not known.") from None
+    reply = None
+    if status is TurnStatus.CONFIRMED:
+        fields = _mapping(data.get("reply"), "history reply")
+        reply = Reply(
+            conv_id=_str(fields, "conv_id"),
+            html=_str(fields, "html"),
+            ord_number=_optional_int(fields, "ord_number"),
+            src=_optional_int(fields, "src"),
+            raw=_mapping(fields.get("raw"), "history raw reply"),
+        )
     return Turn(
         text=_str(data, "text"),
-        context=_optional_str(data, "context"),
-        metadata=_mapping(data.get("metadata"), "history metadata"),
+        reply=reply,
         sent_at=_time(data, "sent_at"),
         received_at=_time(data, "received_at"),
-        reply=Reply(
-            conv_id=_str(reply, "conv_id"),
-            html=_str(reply, "html"),
-            ord_number=_optional_int(reply, "ord_number"),
-            src=_optional_int(reply, "src"),
-            raw=_mapping(reply.get("raw"), "history raw reply"),
-        ),
+        context=_optional_str(data, "context"),
+        metadata=_mapping(data.get("metadata"), "history metadata"),
+        status=status,
+        error=_optional_str(data, "error"),
     )
 
 

@@ -4,6 +4,7 @@
 QuickchatError
 ├── ValidationError (also ValueError): bad input, caught before anything is sent
 ├── ClientClosedError (also RuntimeError): the client was used after aclose()
+├── UnconfirmedStartError: a conversation's first message has an unknown outcome
 ├── APIConnectionError: no usable HTTP response
 │   └── APITimeoutError (also TimeoutError)
 ├── UnexpectedResponseError: a 2xx whose body is not the documented JSON
@@ -56,6 +57,7 @@ __all__ = [
     "ResponseTooLargeError",
     "ScenarioNotFoundError",
     "ServiceUnavailableError",
+    "UnconfirmedStartError",
     "UnexpectedResponseError",
     "ValidationError",
 ]
@@ -89,6 +91,15 @@ class ValidationError(QuickchatError, ValueError):
 
 class ClientClosedError(QuickchatError, RuntimeError):
     """The client was used after `aclose()` (or after its `async with` block ended)."""
+
+
+class UnconfirmedStartError(QuickchatError):
+    """The conversation's first message may have opened a server conversation, unknown to us.
+
+    Its reply (and so its conv_id) never arrived. Sending again would open a second
+    conversation on the server, so the SDK refuses until told to: call
+    `Conversation.start_over()`, or start a new conversation.
+    """
 
 
 class APIConnectionError(QuickchatError):

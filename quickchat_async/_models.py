@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import functools
 import html
 import re
@@ -12,7 +13,7 @@ from typing import TypeAlias
 import attrs
 
 
-__all__ = ["JSONValue", "Reply", "Turn", "html_to_text"]
+__all__ = ["JSONValue", "Reply", "Turn", "TurnStatus", "html_to_text"]
 
 #: A value that survives a round trip through JSON.
 JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
@@ -65,29 +66,62 @@ class Reply:
         return self.text
 
 
+class TurnStatus(str, enum.Enum):
+    """What is known of a turn's message on the server.
+
+    The Chat endpoint has no idempotency key, so a message whose reply never arrived (a dropped
+    connection, a read timeout, a 5xx) may or may not have been recorded. Such a turn is kept as
+    `UNCONFIRMED`; the next reply's `ord_number` then tells whether it landed.
+    """
+
+    #: The reply arrived.
+    CONFIRMED = "confirmed"
+    #: Sent, but no reply came back: not yet known whether the server recorded it.
+    UNCONFIRMED = "unconfirmed"
+    #: No reply came back, but a later reply's ord_number shows the server recorded it.
+    LANDED = "landed"
+    #: No reply came back, and a later reply's ord_number shows the server never recorded it.
+    NOT_LANDED = "not_landed"
+
+
 @attrs.frozen(slots=True)
 class Turn:
-    """One confirmed exchange: what was sent and what the Agent replied.
+    """One exchange of a conversation: what was sent, and what came back.
+
+    Most turns are `CONFIRMED` and carry the Agent's `reply`. A turn whose reply never arrived
+    although the message may have reached the server is kept with another `status` and no
+    reply; see `TurnStatus`.
 
     Attributes:
         text: the user's message.
+        reply: the Agent's reply; None unless the status is `CONFIRMED`.
+        sent_at: when the SDK started sending the message (UTC).
+        received_at: when the reply arrived, or the failure was seen (UTC).
         context: the `message_context` sent with it, if any.
         metadata: the `client_metadata` exactly as sent (conversation metadata, the turn's own
             metadata and `kb_topic`).
-        reply: the Agent's reply.
-        sent_at: when the SDK started sending the message (UTC).
-        received_at: when the reply arrived (UTC).
+        status: what is known of the message on the server.
+        error: for a turn without a reply, the error that was raised (type and message).
     """
 
     text: str
-    reply: Reply
+    reply: Reply | None
     sent_at: dt.datetime
     received_at: dt.datetime
     context: str | None = None
     metadata: Mapping[str, JSONValue] = attrs.field(factory=_empty)
+    status: TurnStatus = TurnStatus.CONFIRMED
+    error: str | None = None
 
     @property
     def kb_topic(self) -> str | None:
         """The Knowledge Base topic this turn was sent with, if any."""
         topic = self.metadata.get("kb_topic")
         return topic if isinstance(topic, str) else None
+
+    @property
+    def landed(self) -> bool | None:
+        """Whether the server recorded the message: True, False, or None while unknown."""
+        if self.status is TurnStatus.UNCONFIRMED:
+            return None
+        return self.status is not TurnStatus.NOT_LANDED

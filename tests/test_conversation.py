@@ -17,6 +17,9 @@ from quickchat_async import (
     BadRequestError,
     Conversation,
     Turn,
+    TurnStatus,
+    UnconfirmedStartError,
+    UnexpectedResponseError,
     ValidationError,
 )
 
@@ -329,18 +332,18 @@ class TestHistory:
         assert chat.bodies[1]["conv_id"] == "conv-1"
 
     async def test_failed_turn_leaves_state(self, client, router):
-        """A failed turn adds nothing; the conversation stays usable."""
+        """A turn the server refused adds nothing; the conversation stays usable."""
         router.post("/chat").mock(
             side_effect=[
                 chat_reply(ord_number=3),
-                httpx.Response(500, text="boom"),
+                httpx.Response(400, text="Missing required parameter: text"),
                 chat_reply(ord_number=5),
             ]
         )
         conv = client.conversation()
         await conv.say("one")
 
-        with pytest.raises(Exception, match="server error"):
+        with pytest.raises(BadRequestError):
             await conv.say("two")
         assert [t.text for t in conv.history] == ["one"]
 
@@ -348,15 +351,16 @@ class TestHistory:
         assert [t.text for t in conv.history] == ["one", "three"]
 
     async def test_failed_first_turn_adopts_nothing(self, client, router):
-        """A first turn answered with a bad body does not adopt a conv_id."""
+        """A first turn answered with a bad body does not adopt its conv_id."""
         router.post("/chat").mock(
             side_effect=[httpx.Response(200, json={"conv_id": "c-9"}), chat_reply()]
         )
         conv = client.conversation()
 
-        with pytest.raises(Exception, match="no 'reply'"):
+        with pytest.raises(UnexpectedResponseError, match="no 'reply'"):
             await conv.say("one")
         assert conv.conv_id is None
+        conv.start_over()
 
         await conv.say("two")
         assert conv.conv_id == "conv-1"
@@ -565,8 +569,8 @@ async def test_conversation_type(client):
 
 
 async def test_transport_error_keeps_state(client, router):
-    """A connection failure surfaces typed and leaves the conversation untouched."""
-    router.post("/chat").mock(side_effect=httpx.ReadError("reset"))
+    """A connection that never opened surfaces typed and leaves the conversation untouched."""
+    router.post("/chat").mock(side_effect=httpx.ConnectError("refused"))
     conv = client.conversation()
 
     with pytest.raises(APIConnectionError):
@@ -574,3 +578,186 @@ async def test_transport_error_keeps_state(client, router):
 
     assert conv.conv_id is None
     assert conv.history == ()
+
+
+class LossyChat(FakeChat):
+    """The fake endpoint, with scripted failures: 'landed' records the turn, then drops."""
+
+    def __init__(self, script: list[str]) -> None:
+        super().__init__()
+        self.script = list(script)
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        fate = self.script.pop(0) if self.script else "ok"
+        if fate == "lost":
+            raise httpx.ReadTimeout("no reply")
+        response = await super().__call__(request)
+        if fate == "landed":
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        if fate == "500-after":
+            return httpx.Response(500, text="Internal Server Error")
+        return response
+
+
+def lossy(router: respx.Router, script: list[str]) -> LossyChat:
+    fake = LossyChat(script)
+    router.post("/chat").mock(side_effect=fake)
+    return fake
+
+
+class TestUnconfirmedTurns:
+    @pytest.mark.parametrize(
+        ("fate", "status"),
+        [
+            ("lost", TurnStatus.NOT_LANDED),
+            ("landed", TurnStatus.LANDED),
+            ("500-after", TurnStatus.LANDED),
+        ],
+    )
+    async def test_next_reply_settles_it(self, client, router, fate, status):
+        """An ambiguous turn is kept as unconfirmed, then the next ord_number settles it."""
+        lossy(router, ["ok", fate, "ok"])
+        conv = client.conversation()
+        await conv.say("one")
+
+        with pytest.raises(Exception, match="may or may not have recorded") as info:
+            await conv.say("two")
+
+        assert info.value.outcome_unknown
+        (pending,) = conv.unconfirmed
+        assert pending.status is TurnStatus.UNCONFIRMED
+        assert pending.landed is None
+        assert pending.reply is None
+        assert pending.text == "two"
+        assert type(info.value).__name__ in pending.error
+
+        await conv.say("three")
+
+        assert conv.unconfirmed == ()
+        assert [(t.text, t.status) for t in conv.history] == [
+            ("one", TurnStatus.CONFIRMED),
+            ("two", status),
+            ("three", TurnStatus.CONFIRMED),
+        ]
+        assert conv.history[1].landed is (status is TurnStatus.LANDED)
+
+    @pytest.mark.parametrize(
+        ("script", "status"),
+        [
+            (["ok", "lost", "lost", "ok"], TurnStatus.NOT_LANDED),
+            (["ok", "landed", "landed", "ok"], TurnStatus.LANDED),
+            (["ok", "landed", "lost", "ok"], TurnStatus.UNCONFIRMED),
+        ],
+    )
+    async def test_several_pending(self, client, router, script, status):
+        """Several pending turns are settled when all or none landed, else left unknown."""
+        lossy(router, script)
+        conv = client.conversation()
+        await conv.say("one")
+        for text in ("two", "three"):
+            with pytest.raises(Exception, match="may or may not"):
+                await conv.say(text)
+
+        await conv.say("four")
+
+        assert [t.status for t in conv.history[1:3]] == [status, status]
+        assert conv.unconfirmed == ()
+
+    async def test_foreign_messages_leave_it_unknown(self, client, router):
+        """If the numbers do not add up (another writer), nothing is claimed."""
+        router.post("/chat").mock(
+            side_effect=[
+                chat_reply(ord_number=3),
+                httpx.ReadTimeout("slow"),
+                chat_reply(ord_number=11),
+            ]
+        )
+        conv = client.conversation()
+        await conv.say("one")
+        with pytest.raises(Exception, match="may or may not"):
+            await conv.say("two")
+
+        await conv.say("three")
+
+        assert conv.history[1].status is TurnStatus.UNCONFIRMED
+
+    async def test_unconfirmed_first_turn_blocks_a_second_conversation(self, client, router):
+        """After an ambiguous first turn, say() refuses to open a second conversation."""
+        fake = lossy(router, ["landed"])
+        conv = client.conversation()
+        with pytest.raises(Exception, match="may or may not"):
+            await conv.say("Hello?")
+
+        with pytest.raises(UnconfirmedStartError, match="start_over"):
+            await conv.say("Hello again?")
+        assert len(fake.bodies) == 1
+
+        conv.start_over()
+        reply = await conv.say("Hello again?")
+
+        assert reply.conv_id == "conv-2"
+        assert [t.status for t in conv.history] == [
+            TurnStatus.UNCONFIRMED,
+            TurnStatus.CONFIRMED,
+        ]
+
+    async def test_cancelled_turn_is_not_recorded(self, router, make_client):
+        """Cancellation leaves no unconfirmed turn behind (the caller chose to stop)."""
+        started = anyio.Event()
+
+        async def hang(request: httpx.Request) -> httpx.Response:
+            started.set()
+            await anyio.sleep_forever()
+            raise AssertionError
+
+        router.post("/chat").mock(side_effect=hang)
+        conv = make_client(router).conversation(conv_id="c-1")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(conv.say, "hi")
+            await started.wait()
+            tg.cancel_scope.cancel()
+
+        assert conv.history == ()
+        assert conv.unconfirmed == ()
+
+    async def test_survives_snapshot_and_resume(self, client, router):
+        """Pending turns and the last ord_number round-trip, and settle after resume."""
+        lossy(router, ["ok", "landed", "ok"])
+        conv = client.conversation()
+        await conv.say("one")
+        with pytest.raises(Exception, match="may or may not"):
+            await conv.say("two")
+
+        again = client.resume(json.loads(json.dumps(conv.snapshot())))
+        assert [t.text for t in again.unconfirmed] == ["two"]
+        await again.say("three")
+
+        assert [t.status for t in again.history] == [
+            TurnStatus.CONFIRMED,
+            TurnStatus.LANDED,
+            TurnStatus.CONFIRMED,
+        ]
+
+    async def test_settles_without_history(self, router, make_client):
+        """max_history=0 still settles pending turns (they are tracked apart)."""
+        lossy(router, ["ok", "lost", "ok"])
+        conv = make_client(router).conversation(max_history=0)
+        await conv.say("one")
+        with pytest.raises(Exception, match="may or may not"):
+            await conv.say("two")
+        assert len(conv.unconfirmed) == 1
+
+        await conv.say("three")
+
+        assert conv.unconfirmed == ()
+        assert conv.history == ()
+
+    async def test_bad_status_in_snapshot(self, client, chat):
+        """An unknown turn status in a snapshot is refused."""
+        conv = client.conversation()
+        await conv.say("hi")
+        state = conv.snapshot()
+        state["history"][0]["status"] = "maybe"  # type: ignore[index]
+
+        with pytest.raises(ValidationError, match="status"):
+            client.resume(state)

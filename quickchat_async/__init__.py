@@ -35,6 +35,12 @@ from ._exceptions import (
     ValidationError,
 )
 from ._models import JSONValue, Reply, Turn, TurnStatus, html_to_text
+from ._stores import (
+    ConversationStore,
+    MemoryStore,
+    StoredConversation,
+    StoreRecord,
+)
 from ._transport import ChatRequest, HTTPResponse, HttpxTransport, Timeout, Transport
 from ._version import __version__
 
@@ -51,11 +57,13 @@ __all__ = [
     "ClientClosedError",
     "Conversation",
     "ConversationNotFoundError",
+    "ConversationStore",
     "Flavor",
     "HTTPResponse",
     "HttpxTransport",
     "InternalServerError",
     "JSONValue",
+    "MemoryStore",
     "NotGiven",
     "PermissionDeniedError",
     "QuickchatError",
@@ -67,6 +75,8 @@ __all__ = [
     "StoreConflictError",
     "StoreError",
     "StoreLockTimeoutError",
+    "StoreRecord",
+    "StoredConversation",
     "Timeout",
     "Transport",
     "Turn",

@@ -38,6 +38,7 @@ from ._models import JSONValue, Reply, Turn, TurnStatus, html_to_text
 from ._stores import (
     ConversationStore,
     MemoryStore,
+    SQLiteStore,
     StoredConversation,
     StoreRecord,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "RateLimitError",
     "Reply",
     "ResponseTooLargeError",
+    "SQLiteStore",
     "ScenarioNotFoundError",
     "ServiceUnavailableError",
     "StoreConflictError",

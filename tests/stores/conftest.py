@@ -15,12 +15,13 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import anyio
 import httpx
 import pytest
 
-from quickchat_async import AsyncQuickchat, MemoryStore
+from quickchat_async import AsyncQuickchat, MemoryStore, SQLiteStore
 
 
 TOKEN = "qc-test-token-do-not-store-7f3a"
@@ -162,19 +163,35 @@ async def _client(api: FakeQuickchat) -> AsyncIterator[AsyncQuickchat]:
 # --- stores --------------------------------------------------------------------------------------
 
 
-STORE_KINDS = ["memory"]
+STORE_KINDS = ["memory", "sqlite"]
+SHARED_STORE_KINDS = ["sqlite"]
 
 
 @pytest.fixture(name="store_factory")
-def _store_factory(request: pytest.FixtureRequest) -> object:
-    """A function making stores of one kind that share one backend."""
-    assert request.param == "memory"
-    shared = MemoryStore()
-    return lambda: shared
+async def _store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[object]:
+    """A function making stores of one kind that share one backend (a dict or a file)."""
+    kind = request.param
+    made: list[MemoryStore | SQLiteStore] = []
+    if kind == "memory":
+        shared = MemoryStore()
+
+        def make() -> MemoryStore | SQLiteStore:
+            return shared
+
+    else:
+        path = tmp_path / "conversations.db"
+
+        def make() -> MemoryStore | SQLiteStore:
+            made.append(SQLiteStore(path))
+            return made[-1]
+
+    yield make
+    for store in made:
+        await store.aclose()
 
 
 @pytest.fixture(name="store")
-async def _store(store_factory) -> AsyncIterator[MemoryStore]:
+async def _store(store_factory) -> AsyncIterator[MemoryStore | SQLiteStore]:
     store = store_factory()
     async with store:
         yield store

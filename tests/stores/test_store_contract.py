@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from conftest import STORE_KINDS
+from conftest import SHARED_STORE_KINDS, STORE_KINDS
 
 from quickchat_async import (
     ConversationStore,
@@ -21,6 +21,13 @@ def every_store(cls: type) -> type:
     """Run an async test class on both backends against every store."""
     return pytest.mark.anyio(
         pytest.mark.parametrize("store_factory", STORE_KINDS, indirect=True)(cls)
+    )
+
+
+def shared_stores(cls: type) -> type:
+    """Run an async test class on both backends against the stores processes share."""
+    return pytest.mark.anyio(
+        pytest.mark.parametrize("store_factory", SHARED_STORE_KINDS, indirect=True)(cls)
     )
 
 
@@ -205,3 +212,69 @@ class TestLock:
                 pass
 
         assert len(store._locks) == 0
+
+
+@shared_stores
+class TestSharedLock:
+    async def test_excludes_other_processes(self, store_factory):
+        """A second store on the same backend (another process) waits for the holder."""
+        first, second = store_factory(), store_factory()
+        async with first.lock("user-1", ttl=10, timeout=5):
+            with pytest.raises(StoreLockTimeoutError):
+                async with second.lock("user-1", ttl=10, timeout=0.3):
+                    pytest.fail("two processes held one user key")
+
+        with anyio.fail_after(5):
+            async with second.lock("user-1", ttl=10, timeout=2):
+                pass
+
+    async def test_dead_holder_expires(self, store_factory):
+        """A lock whose holder stopped renewing it (a dead worker) is taken after its ttl."""
+        dead, alive = store_factory(), store_factory()
+        assert await dead._lease.try_acquire("user-1", "dead-token", 0.5) is None
+        start = anyio.current_time()
+
+        with anyio.fail_after(10):
+            async with alive.lock("user-1", ttl=10, timeout=8):
+                waited = anyio.current_time() - start
+
+        assert waited >= 0.3  # not before the dead holder's lock expired (0.5 s, some slack)
+
+    async def test_foreign_release_is_ignored(self, store_factory):
+        """Only the holder's token releases a lock; another worker's release leaves it held."""
+        holder, other = store_factory(), store_factory()
+        assert await holder._lease.try_acquire("user-1", "holder-token", 30) is None
+
+        await other._lease.release("user-1", "other-token")
+
+        assert await other._lease.try_acquire("user-1", "other-token", 30) is not None
+        assert not await other._lease.renew("user-1", "other-token", 30)
+        assert await holder._lease.renew("user-1", "holder-token", 30)
+
+    async def test_renewed_while_held(self, store_factory):
+        """A turn longer than the ttl keeps its lock: it is renewed while held."""
+        holder, other = store_factory(), store_factory()
+        holding = anyio.Event()
+
+        async def hold() -> None:
+            async with holder.lock("user-1", ttl=0.3, timeout=5):
+                holding.set()
+                await anyio.sleep(1.2)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(hold)
+            await holding.wait()
+            with pytest.raises(StoreLockTimeoutError):
+                async with other.lock("user-1", ttl=10, timeout=0.8):
+                    pytest.fail("the lock expired while its holder was alive")
+
+    async def test_lost_lease_cannot_renew(self, store_factory):
+        """Once an expired lock is taken by another worker, the old holder cannot renew it."""
+        old, new = store_factory(), store_factory()
+        assert await old._lease.try_acquire("user-1", "old-token", 0.2) is None
+        await anyio.sleep(0.4)
+        assert await new._lease.try_acquire("user-1", "new-token", 30) is None
+
+        assert not await old._lease.renew("user-1", "old-token", 30)
+        await old._lease.release("user-1", "old-token")
+        assert await new._lease.renew("user-1", "new-token", 30)

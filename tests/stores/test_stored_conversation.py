@@ -13,6 +13,7 @@ from quickchat_async import (
     AsyncQuickchat,
     InternalServerError,
     MemoryStore,
+    SQLiteStore,
     StoreConflictError,
     StoredConversation,
     StoreError,
@@ -484,3 +485,28 @@ class TestLockSizing:
 
         tuned = await client.conversation_for("user-1", store=store, lock_ttl=20, lock_timeout=5)
         assert (tuned.lock_ttl, tuned.lock_timeout) == (20.0, 5.0)
+
+
+class TestRestart:
+    async def test_restart_resumes_every_user(self, api, tmp_path):
+        """A new process on the same SQLite file resumes every user's conversation."""
+        path = tmp_path / "bot.db"
+        users = ["alice", "bob", "carol"]
+        async with make_client(api) as client, SQLiteStore(path) as store:
+            for user in users:
+                conv = await client.conversation_for(user, store=store)
+                await conv.say(f"{user} 1")
+                await conv.say(f"{user} 2")
+        conv_ids = set(api.conversations)
+
+        async with make_client(api) as client, SQLiteStore(path) as store:
+            for user in users:
+                conv = await client.conversation_for(user, store=store)
+                assert [turn.text for turn in conv.history] == [f"{user} 1", f"{user} 2"]
+                reply = await conv.say(f"{user} 3")
+                assert reply.ord_number == 7
+
+        assert set(api.conversations) == conv_ids
+        assert sorted(api.conversations.values()) == [
+            [f"{user} {n}" for n in (1, 2, 3)] for user in users
+        ]

@@ -38,6 +38,7 @@ from ._models import JSONValue, Reply, Turn, TurnStatus, html_to_text
 from ._stores import (
     ConversationStore,
     MemoryStore,
+    RedisStore,
     SQLiteStore,
     StoredConversation,
     StoreRecord,
@@ -69,6 +70,7 @@ __all__ = [
     "PermissionDeniedError",
     "QuickchatError",
     "RateLimitError",
+    "RedisStore",
     "Reply",
     "ResponseTooLargeError",
     "SQLiteStore",

@@ -1,4 +1,4 @@
-"""Fixtures for the conversation stores: a fake Chat endpoint, and the stores.
+"""Fixtures for the conversation stores: a fake Chat endpoint, a real Redis, and the stores.
 
 `FakeQuickchat` stands in for the Chat endpoint until the emulator lands on main: a new conv_id
 on a message without one, `ord_number` 3, 5, 7, ... per answered turn, and the 400 of an unknown
@@ -11,6 +11,9 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import shutil
+import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -21,7 +24,7 @@ import anyio
 import httpx
 import pytest
 
-from quickchat_async import AsyncQuickchat, MemoryStore, SQLiteStore
+from quickchat_async import AsyncQuickchat, MemoryStore, RedisStore, SQLiteStore
 
 
 TOKEN = "qc-test-token-do-not-store-7f3a"
@@ -160,29 +163,109 @@ async def _client(api: FakeQuickchat) -> AsyncIterator[AsyncQuickchat]:
     await client.transport.client.aclose()  # type: ignore[attr-defined]
 
 
+# --- Redis -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session", name="redis_url")
+def _redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on 127.0.0.1, started for the session and stopped after it."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip(
+            "redis-server is not installed (Debian: apt-get install redis-server); the "
+            "RedisStore tests need a real server"
+        )
+    port = free_port()
+    workdir: Path = tmp_path_factory.mktemp("redis")
+    # Loopback only, no persistence, files in a temporary directory.
+    options = ["--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir)]
+    options += ["--save", "", "--appendonly", "no", "--loglevel", "warning"]
+    process = subprocess.Popen(  # noqa: S603 -- our own arguments
+        [binary, *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not _ping(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"redis-server did not start on 127.0.0.1:{port}")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def redis_prefix() -> str:
+    """A prefix of its own for each test, so tests sharing the server never meet."""
+    return f"test-{uuid.uuid4().hex[:12]}:"
+
+
 # --- stores --------------------------------------------------------------------------------------
 
 
-STORE_KINDS = ["memory", "sqlite"]
-SHARED_STORE_KINDS = ["sqlite"]
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drop RedisStore tests on trio: redis.asyncio runs on asyncio only, so they cannot exist.
+
+    (One test checks that RedisStore says so clearly on trio.)
+    """
+    keep, drop = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        params = params.params if params is not None else {}
+        redis_on_trio = params.get("anyio_backend") == "trio" and "redis" in params.values()
+        (drop if redis_on_trio else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+STORE_KINDS = ["memory", "sqlite", "redis"]
+SHARED_STORE_KINDS = ["sqlite", "redis"]
 
 
 @pytest.fixture(name="store_factory")
 async def _store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[object]:
-    """A function making stores of one kind that share one backend (a dict or a file)."""
+    """A function making stores of one kind that share one backend (file or Redis prefix)."""
     kind = request.param
-    made: list[MemoryStore | SQLiteStore] = []
+    made: list[MemoryStore | SQLiteStore | RedisStore] = []
     if kind == "memory":
         shared = MemoryStore()
 
-        def make() -> MemoryStore | SQLiteStore:
+        def make() -> MemoryStore | SQLiteStore | RedisStore:
             return shared
 
-    else:
+    elif kind == "sqlite":
         path = tmp_path / "conversations.db"
 
-        def make() -> MemoryStore | SQLiteStore:
+        def make() -> MemoryStore | SQLiteStore | RedisStore:
             made.append(SQLiteStore(path))
+            return made[-1]
+
+    else:
+        url = request.getfixturevalue("redis_url")
+        prefix = redis_prefix()
+
+        def make() -> MemoryStore | SQLiteStore | RedisStore:
+            made.append(RedisStore(url, prefix=prefix))
             return made[-1]
 
     yield make
@@ -191,7 +274,7 @@ async def _store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Asyn
 
 
 @pytest.fixture(name="store")
-async def _store(store_factory) -> AsyncIterator[MemoryStore | SQLiteStore]:
+async def _store(store_factory) -> AsyncIterator[MemoryStore | SQLiteStore | RedisStore]:
     store = store_factory()
     async with store:
         yield store

@@ -8,9 +8,10 @@ import sys
 import anyio
 import pytest
 import redis.asyncio
-from conftest import free_port, redis_prefix
 
 from quickchat_async import RedisStore, StoreError, StoreRecord, ValidationError
+
+from .conftest import free_port, redis_prefix
 
 
 @pytest.fixture(name="anyio_backend")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from conftest import SHARED_STORE_KINDS, STORE_KINDS
 
 from quickchat_async import (
     ConversationStore,
@@ -15,6 +14,8 @@ from quickchat_async import (
     StoreRecord,
     ValidationError,
 )
+
+from .conftest import SHARED_STORE_KINDS, STORE_KINDS
 
 
 def every_store(cls: type) -> type:

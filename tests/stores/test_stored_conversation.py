@@ -7,7 +7,6 @@ import json
 import anyio
 import httpx
 import pytest
-from conftest import SCENARIO_ID, STORE_KINDS, TOKEN, make_client
 
 from quickchat_async import (
     AsyncQuickchat,
@@ -22,6 +21,8 @@ from quickchat_async import (
     ValidationError,
 )
 from quickchat_async._stores._conversation import DEFAULT_STORED_HISTORY, default_lock_ttl
+
+from .conftest import SCENARIO_ID, STORE_KINDS, TOKEN, make_client
 
 
 pytestmark = pytest.mark.anyio

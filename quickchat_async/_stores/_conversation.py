@@ -5,6 +5,12 @@ task or worker may have moved the conversation on), resume it, send the message,
 snapshot, release. So two first messages from one user, handled at once by two tasks or two
 machines, start one server conversation: the second waits, loads the first one's conv_id, and
 continues it.
+
+What is saved is exactly the state `Conversation` keeps: a confirmed turn, and also a turn whose
+reply never arrived although the server may have recorded it (`UNCONFIRMED`). Keeping the
+latter is what stops the next worker, or the restarted process, from opening a second server
+conversation after a first message whose reply was lost, and lets the next reply's
+`ord_number` settle it. A turn that cannot have reached the server saves nothing.
 """
 
 # pyright: reportPrivateUsage=false
@@ -20,7 +26,7 @@ from typing import TYPE_CHECKING, Final
 import anyio
 
 from quickchat_async._client import _BACKOFF, NOT_GIVEN, NotGiven
-from quickchat_async._exceptions import StoreError, ValidationError
+from quickchat_async._exceptions import QuickchatError, StoreError, ValidationError
 from quickchat_async._models import JSONValue, Reply, Turn
 from quickchat_async._validation import (
     check_context,
@@ -209,6 +215,11 @@ class StoredConversation:
         return self._conversation.history
 
     @property
+    def unconfirmed(self) -> tuple[Turn, ...]:
+        """Turns since the last reply whose messages may or may not have reached the server."""
+        return self._conversation.unconfirmed
+
+    @property
     def max_history(self) -> int | None:
         """How many turns the store keeps for this user (None: all)."""
         return self._max_history
@@ -240,9 +251,11 @@ class StoredConversation:
     ) -> Reply:
         """Send a message in the user's conversation, and save the turn before returning.
 
-        Under the user's lock: load the latest record, send, save, release. A turn that fails
-        saves nothing. Once the reply is in, saving it is shielded from cancellation, so the
-        store does not fall behind the server.
+        Under the user's lock: load the latest record, send, save, release. Once the reply is
+        in, saving it is shielded from cancellation, so the store does not fall behind the
+        server. A turn that fails before the server can have seen it saves nothing; one whose
+        outcome is unknown is saved as `UNCONFIRMED` (see `Conversation.say`), then the error
+        is raised.
 
         Args:
             text: the user's message.
@@ -257,6 +270,8 @@ class StoredConversation:
                 `reply` holds it (the server has recorded the turn, the store has not).
             StoreConflictError: the lock expired during the turn and another worker saved
                 first; `reply` holds this turn's reply, which was not stored.
+            UnconfirmedStartError: the user's first message has an unknown outcome; sending
+                again could open a second server conversation. See `start_over()`.
             APIStatusError: the server answered with an error (see its subclasses).
             APIConnectionError: no usable response (see `outcome_unknown`).
             UnexpectedResponseError: a 2xx that is not the documented JSON.
@@ -268,18 +283,15 @@ class StoredConversation:
         store, user_key = self._store, self._user_key
         async with store.lock(user_key, ttl=self._lock_ttl, timeout=self._lock_timeout):
             record = await store.load(user_key)
+            replaces = record.revision if record else None
             conversation = self._resume(record)
-            reply = await conversation.say(text, context=context, metadata=metadata)
-            saved = StoreRecord(
-                encode_record(
-                    user_key=user_key,
-                    scenario_id=self._client.scenario_id,
-                    conversation=conversation.snapshot(),
-                ),
-                new_revision(),
-            )
-            await self._save(saved, replaces=record.revision if record else None, reply=reply)
-            self._conversation, self._revision = conversation, saved.revision
+            try:
+                reply = await conversation.say(text, context=context, metadata=metadata)
+            except QuickchatError as exc:
+                if exc.outcome_unknown and conversation.unconfirmed:
+                    await self._keep_unconfirmed(conversation, replaces=replaces)
+                raise
+            await self._save(conversation, replaces=replaces, reply=reply)
         logger.debug(
             "Saved turn %d of user key %r (conv_id %s).",
             reply.ord_number or 0,
@@ -297,8 +309,28 @@ class StoredConversation:
                 one (Quickchat requires it on every request, so it cannot be added).
         """
         record = await self._store.load(self._user_key)
-        self._conversation = self._resume(record)
-        self._revision = record.revision if record else None
+        self._conversation, self._revision = self._resume(record), self._revision_of(record)
+
+    async def start_over(self) -> None:
+        """Accept that the user's unconfirmed first message is lost, so the next turn can start.
+
+        After a first message with an unknown outcome, `say()` raises `UnconfirmedStartError`
+        rather than open a second server conversation silently (the first may exist, with a
+        conv_id that never arrived). This lifts that for every worker, under the user's lock.
+
+        Raises:
+            StoreLockTimeoutError: the user's lock was not obtained within `lock_timeout`.
+            StoreError: the store failed.
+        """
+        store, user_key = self._store, self._user_key
+        async with store.lock(user_key, ttl=self._lock_ttl, timeout=self._lock_timeout):
+            record = await store.load(user_key)
+            conversation = self._resume(record)
+            if record is None or conversation.conv_id is not None:
+                self._conversation, self._revision = conversation, self._revision_of(record)
+                return
+            conversation.start_over()
+            await self._save(conversation, replaces=record.revision, reply=None)
 
     async def forget(self) -> None:
         """Delete the user's stored conversation; the next `say()` starts a new one.
@@ -317,9 +349,8 @@ class StoredConversation:
     # --- internals ----------------------------------------------------------------------------
 
     def _start(self) -> Conversation:
-        metadata = self._metadata
         return self._client.conversation(
-            kb_topic=self._kb_topic, metadata=metadata, max_history=self._max_history
+            kb_topic=self._kb_topic, metadata=self._metadata, max_history=self._max_history
         )
 
     def _resume(self, record: StoreRecord | None) -> Conversation:
@@ -349,16 +380,48 @@ class StoredConversation:
             conversation.kb_topic = self._kb_topic  # its value may change; it cannot appear
         return conversation
 
-    async def _save(self, record: StoreRecord, *, replaces: str | None, reply: Reply) -> None:
+    @staticmethod
+    def _revision_of(record: StoreRecord | None) -> str | None:
+        return record.revision if record else None
+
+    async def _save(
+        self, conversation: Conversation, *, replaces: str | None, reply: Reply | None
+    ) -> None:
+        """Save the conversation over revision `replaces`, and make it this object's state.
+
+        Shielded from cancellation: once the server has answered, the store must catch up.
+        """
+        user_key = self._user_key
+        record = StoreRecord(
+            encode_record(
+                user_key=user_key,
+                scenario_id=self._client.scenario_id,
+                conversation=conversation.snapshot(),
+            ),
+            new_revision(),
+        )
         try:
             with anyio.CancelScope(shield=True), anyio.fail_after(_SAVE_DEADLINE):
-                await self._store.save(self._user_key, record, replaces=replaces)
+                await self._store.save(user_key, record, replaces=replaces)
         except StoreError as exc:
             exc.reply = reply
             raise
         except TimeoutError:
             raise StoreError(
-                f"Saving the turn of user key {self._user_key!r} took over {_SAVE_DEADLINE:g} s; "
-                "the reply was received (see .reply) but not stored.",
+                f"Saving the turn of user key {user_key!r} took over {_SAVE_DEADLINE:g} s; it "
+                "was not stored (the reply, if one arrived, is in .reply).",
                 reply=reply,
             ) from None
+        self._conversation, self._revision = conversation, record.revision
+
+    async def _keep_unconfirmed(self, conversation: Conversation, *, replaces: str | None) -> None:
+        """Save a turn with an unknown outcome; the turn's own error is what the caller sees."""
+        try:
+            await self._save(conversation, replaces=replaces, reply=None)
+        except StoreError as exc:
+            logger.warning(
+                "Could not store the unconfirmed turn of user key %r: %s. The next turn will "
+                "not know that this message may have reached Quickchat.",
+                self._user_key,
+                exc.message,
+            )

@@ -12,12 +12,15 @@ from quickchat_async import (
     AsyncQuickchat,
     InternalServerError,
     MemoryStore,
+    ServiceUnavailableError,
     SQLiteStore,
     StoreConflictError,
     StoredConversation,
     StoreError,
     StoreLockTimeoutError,
     StoreRecord,
+    TurnStatus,
+    UnconfirmedStartError,
     ValidationError,
 )
 from quickchat_async._stores._conversation import DEFAULT_STORED_HISTORY, default_lock_ttl
@@ -175,17 +178,85 @@ class TestConcurrentTurns:
 
 class TestFailures:
     async def test_failed_turn_saves_nothing(self, client, store, api):
-        """A turn that fails saves nothing; the next one starts the conversation."""
-        api.fail = [500]
+        """A turn the server did not record (503) saves nothing; the next one starts."""
+        api.fail = [503]
         conv = await client.conversation_for("user-1", store=store)
 
-        with pytest.raises(InternalServerError):
+        with pytest.raises(ServiceUnavailableError):
             await conv.say("Hello?")
 
         assert await store.load("user-1") is None
         assert conv.conv_id is None
         await conv.say("Hello again")
         assert stored_texts(await store.load("user-1")) == ["Hello again"]
+
+    async def test_unconfirmed_first_turn_is_kept(self, api, store):
+        """A first message with an unknown outcome is stored, so no worker starts a second one.
+
+        Until start_over() is called, every worker refuses to send: the first message may have
+        opened a server conversation whose conv_id never arrived.
+        """
+        api.fail = [500]
+        async with make_client(api) as one, make_client(api) as two:
+            conv = await one.conversation_for("user-1", store=store)
+            with pytest.raises(InternalServerError):
+                await conv.say("Hello?")
+            assert [turn.status for turn in conv.unconfirmed] == [TurnStatus.UNCONFIRMED]
+
+            other_worker = await two.conversation_for("user-1", store=store)
+            with pytest.raises(UnconfirmedStartError):
+                await other_worker.say("Anyone there?")
+            assert len(api.received) == 1
+
+            await other_worker.start_over()
+            await conv.say("Hello again")
+
+        assert len(api.conversations) == 1
+        assert [turn.text for turn in conv.history] == ["Hello?", "Hello again"]
+
+    async def test_unconfirmed_later_turn_is_settled(self, client, store, api):
+        """A later turn with an unknown outcome is stored, and the next reply settles it."""
+        conv = await client.conversation_for("user-1", store=store)
+        await conv.say("one")
+        api.fail = [500]  # the fake did not record it: the next ord_number will show that
+        with pytest.raises(InternalServerError):
+            await conv.say("two")
+
+        again = await client.conversation_for("user-1", store=store)
+        assert [turn.text for turn in again.unconfirmed] == ["two"]
+        await again.say("three")
+
+        statuses = [(turn.text, turn.status) for turn in again.history]
+        assert statuses == [
+            ("one", TurnStatus.CONFIRMED),
+            ("two", TurnStatus.NOT_LANDED),
+            ("three", TurnStatus.CONFIRMED),
+        ]
+        assert again.unconfirmed == ()
+
+    async def test_start_over_without_cause(self, client, store):
+        """start_over() changes nothing for a user without an unconfirmed first message."""
+        conv = await client.conversation_for("user-1", store=store)
+        await conv.start_over()
+        assert await store.load("user-1") is None
+
+        await conv.say("one")
+        before = await store.load("user-1")
+        await conv.start_over()
+        assert await store.load("user-1") == before
+
+    async def test_unconfirmed_not_stored_is_logged(self, client, api, caplog):
+        """If even the unconfirmed turn cannot be saved, the turn's own error is raised."""
+        store = SlowSaveStore()
+        store.save_error = StoreError("disk full")
+        api.fail = [500]
+        conv = await client.conversation_for("user-1", store=store)
+
+        with pytest.raises(InternalServerError):
+            await conv.say("Hello?")
+
+        assert "Could not store the unconfirmed turn" in caplog.text
+        assert "Hello?" not in caplog.text
 
     async def test_failed_later_turn_keeps_record(self, client, store, api):
         """A failed later turn leaves the stored record as it was."""
@@ -194,7 +265,7 @@ class TestFailures:
         before = await store.load("user-1")
         api.fail = [503]
 
-        with pytest.raises(InternalServerError):
+        with pytest.raises(ServiceUnavailableError):
             await conv.say("two")
 
         assert await store.load("user-1") == before

@@ -114,7 +114,6 @@ class StoredConversation:
         "_lock_ttl",
         "_max_history",
         "_metadata",
-        "_revision",
         "_store",
         "_user_key",
     )
@@ -148,7 +147,6 @@ class StoredConversation:
             else check_seconds(lock_timeout, name="lock_timeout")
         )
         self._conversation = self._start()
-        self._revision: str | None = None
 
     @classmethod
     async def open(
@@ -309,7 +307,7 @@ class StoredConversation:
                 one (Quickchat requires it on every request, so it cannot be added).
         """
         record = await self._store.load(self._user_key)
-        self._conversation, self._revision = self._resume(record), self._revision_of(record)
+        self._conversation = self._resume(record)
 
     async def start_over(self) -> None:
         """Accept that the user's unconfirmed first message is lost, so the next turn can start.
@@ -327,7 +325,7 @@ class StoredConversation:
             record = await store.load(user_key)
             conversation = self._resume(record)
             if record is None or conversation.conv_id is not None:
-                self._conversation, self._revision = conversation, self._revision_of(record)
+                self._conversation = conversation
                 return
             conversation.start_over()
             await self._save(conversation, replaces=record.revision, reply=None)
@@ -344,7 +342,7 @@ class StoredConversation:
         """
         async with self._store.lock(self._user_key, ttl=self._lock_ttl, timeout=self._lock_timeout):
             await self._store.delete(self._user_key)
-        self._conversation, self._revision = self._start(), None
+        self._conversation = self._start()
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -380,10 +378,6 @@ class StoredConversation:
             conversation.kb_topic = self._kb_topic  # its value may change; it cannot appear
         return conversation
 
-    @staticmethod
-    def _revision_of(record: StoreRecord | None) -> str | None:
-        return record.revision if record else None
-
     async def _save(
         self, conversation: Conversation, *, replaces: str | None, reply: Reply | None
     ) -> None:
@@ -412,7 +406,7 @@ class StoredConversation:
                 "was not stored (the reply, if one arrived, is in .reply).",
                 reply=reply,
             ) from None
-        self._conversation, self._revision = conversation, record.revision
+        self._conversation = conversation
 
     async def _keep_unconfirmed(self, conversation: Conversation, *, replaces: str | None) -> None:
         """Save a turn with an unknown outcome; the turn's own error is what the caller sees."""

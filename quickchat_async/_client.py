@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from ._conversation import Conversation
+    from ._stores import ConversationStore, StoredConversation
 
 __all__ = ["NOT_GIVEN", "AsyncQuickchat", "Flavor", "NotGiven"]
 
@@ -417,6 +418,54 @@ class AsyncQuickchat:
         from ._conversation import Conversation  # noqa: PLC0415
 
         return Conversation.from_snapshot(self, snapshot)
+
+    async def conversation_for(
+        self,
+        user_key: str,
+        *,
+        store: ConversationStore,
+        kb_topic: str | None = None,
+        metadata: Mapping[str, JSONValue] | None = None,
+        max_history: int | NotGiven | None = NOT_GIVEN,
+        lock_ttl: float | None = None,
+        lock_timeout: float | None = None,
+    ) -> StoredConversation:
+        """Load a user's stored conversation, or start one; each turn is saved before it returns.
+
+        Turns of one user key run one at a time, across tasks and, with a shared store, across
+        processes and machines: two first messages from one user start one conversation.
+
+        Args:
+            user_key: whose conversation it is, in the app's terms (a chat ID, "telegram:42").
+            store: where conversations live: `SQLiteStore` for one bot process, `RedisStore`
+                for several workers, `MemoryStore` for tests.
+            kb_topic: the Knowledge Base topic. It starts the user's conversation with it; for a
+                stored one it replaces the topic from the next turn on.
+            metadata: `client_metadata` for every message. It starts the user's conversation
+                with it; for a stored one it replaces the stored metadata from the next turn on.
+            max_history: how many turns the store keeps (default 100; None keeps all, 0 keeps
+                only the conv_id).
+            lock_ttl: seconds a turn's lock lives without renewal; by default, longer than this
+                client's slowest turn (113 s with the default timeout and retries).
+            lock_timeout: seconds a turn waits for the user's lock (default: twice lock_ttl).
+
+        Raises:
+            ValidationError: on bad arguments, or a kb_topic for a stored conversation that
+                started without one.
+            StoreError: the store failed, or the user's record is unreadable.
+        """
+        from ._stores import StoredConversation  # noqa: PLC0415 -- stores refer to the client
+
+        return await StoredConversation.open(
+            self,
+            user_key,
+            store=store,
+            kb_topic=kb_topic,
+            metadata=metadata,
+            max_history=max_history,
+            lock_ttl=lock_ttl,
+            lock_timeout=lock_timeout,
+        )
 
     # --- one round trip -----------------------------------------------------------------------
 

@@ -9,6 +9,9 @@ QuickchatError
 │   └── APITimeoutError (also TimeoutError)
 ├── UnexpectedResponseError: a 2xx whose body is not the documented JSON
 │   └── ResponseTooLargeError
+├── StoreError: a conversation store failed (`reply` is set when only saving the turn failed)
+│   ├── StoreLockTimeoutError (also TimeoutError): a user key's lock was not obtained in time
+│   └── StoreConflictError: the stored conversation changed during the turn (its lock expired)
 └── APIStatusError: the server answered with an error status
     ├── BadRequestError (400)
     │   └── ConversationNotFoundError (invalid or unknown conv_id)
@@ -40,6 +43,7 @@ import httpx
 
 
 if TYPE_CHECKING:
+    from ._models import Reply
     from ._transport import HTTPResponse
 
 __all__ = [
@@ -57,6 +61,9 @@ __all__ = [
     "ResponseTooLargeError",
     "ScenarioNotFoundError",
     "ServiceUnavailableError",
+    "StoreConflictError",
+    "StoreError",
+    "StoreLockTimeoutError",
     "UnconfirmedStartError",
     "UnexpectedResponseError",
     "ValidationError",
@@ -236,6 +243,37 @@ class ServiceUnavailableError(InternalServerError):
             message, status_code=status_code, server_message=server_message, response=response
         )
         self.retry_after = retry_after
+
+
+class StoreError(QuickchatError):
+    """A conversation store failed: its backend is unreachable, or a stored record is unreadable.
+
+    Attributes:
+        reply: the Agent's reply when the turn itself succeeded and only saving it failed (the
+            server has recorded the message); None when nothing was sent.
+    """
+
+    def __init__(self, message: str, *, reply: Reply | None = None) -> None:
+        super().__init__(message)
+        self.reply = reply
+
+
+class StoreLockTimeoutError(StoreError, TimeoutError):
+    """The lock on a user key was not obtained in time; the message was not sent.
+
+    Another task or worker held the user's conversation for longer than the `lock_timeout`:
+    a long turn, a queue of messages from the same user, or a crashed worker whose lock has
+    not expired yet.
+    """
+
+
+class StoreConflictError(StoreError):
+    """The stored conversation changed while this turn ran, so this turn was not saved.
+
+    This happens only when the turn's lock expired before it ended (the worker stalled for
+    longer than `lock_ttl`) and another worker took over the user. `reply` holds the reply that
+    was received but not stored.
+    """
 
 
 # --- from server text to a message a user can act on ------------------------------------------

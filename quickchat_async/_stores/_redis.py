@@ -1,0 +1,306 @@
+"""`RedisStore`: stored conversations in Redis, for a fleet of bot workers on several machines.
+
+It runs on `redis.asyncio` (the `[redis]` extra), imported only when a `RedisStore` is created,
+so the rest of the SDK never loads it. `redis.asyncio` is built on asyncio: this store does not
+run under trio.
+
+Per user key there are two Redis keys:
+
+- `{prefix}conversation:{user_key}`, a hash with the record's `revision` and `data`, replaced by
+  a Lua compare-and-set on the revision;
+- `{prefix}lock:{user_key}`, the lock: `SET NX PX ttl` with a random owner token. Redis expires
+  it by its own clock, so a worker that dies mid-turn frees the user `ttl` seconds after its
+  last renewal, whatever the clocks of the workers say. Renewing and releasing are Lua scripts
+  that compare the token first: a worker never extends or deletes a lock it no longer holds.
+"""
+
+# pyright: reportPrivateUsage=false
+# ruff: noqa: SLF001
+# The lock keys are part of the store: `_KeyLease` uses the store's client, keys and scripts.
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Generator
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import TYPE_CHECKING, Final
+
+import sniffio
+
+from quickchat_async._exceptions import StoreConflictError, StoreError, ValidationError
+
+from ._base import KeyedLocks, StoreRecord, check_user_key, hold_lease
+
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+    from typing_extensions import Self
+
+__all__ = ["DEFAULT_PREFIX", "RedisStore"]
+
+logger = logging.getLogger("quickchat_async.stores")
+
+#: What every key of the store starts with, so one Redis can serve several apps or AI Agents.
+DEFAULT_PREFIX: Final = "quickchat-async:"
+#: Socket timeouts of a client the store creates from a URL: a hung Redis fails a turn with a
+#: `StoreError` instead of stalling it.
+_SOCKET_TIMEOUT: Final = 10.0
+_CONNECT_TIMEOUT: Final = 5.0
+
+_SAVE_IF_REVISION: Final = """
+local current = redis.call('HGET', KEYS[1], 'revision')
+if current == false then current = '' end
+if current ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'revision', ARGV[2], 'data', ARGV[3])
+return 1
+"""
+_RENEW_IF_OWNER: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE_IF_OWNER: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _check_str(value: object, *, name: str) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(f"{name} must be a string, not {type(value).__name__}.")
+    return value
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+class RedisStore:
+    """Keeps conversations in Redis, shared by bot workers on any number of machines.
+
+    Every worker points a `RedisStore` at the same Redis (and prefix). Turns of one user key
+    are serialised across all of them by a lock that Redis expires `ttl` seconds after its
+    holder last renewed it; it is renewed while the turn runs, and only its holder can
+    release it.
+
+    For durability, run Redis with the append-only file on (`appendonly yes`): a turn counts
+    as saved once Redis acknowledged it, and without persistence a Redis restart forgets
+    every conversation.
+
+    Args:
+        url: where Redis is, such as `redis://127.0.0.1:6379/0` or `rediss://...` for TLS. The
+            store creates the client and closes it in `aclose()`.
+        client: a caller-owned `redis.asyncio.Redis` instead of a URL; the store never closes
+            it. It may decode responses or not.
+        prefix: what every key of the store starts with.
+
+    Raises:
+        ValidationError: neither or both of url and client, or a bad prefix.
+        ImportError: the `redis` package is missing (`pip install 'quickchat-async[redis]'`).
+    """
+
+    __slots__ = (
+        "_client",
+        "_closed",
+        "_errors",
+        "_lease",
+        "_locks",
+        "_owns_client",
+        "_release",
+        "_renew",
+        "_save",
+        "prefix",
+    )
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: Redis | None = None,
+        prefix: str = DEFAULT_PREFIX,
+    ) -> None:
+        try:
+            from redis import asyncio as aioredis  # noqa: PLC0415 -- the optional dependency
+            from redis import exceptions  # noqa: PLC0415
+        except ImportError as exc:
+            msg = "RedisStore needs the redis package: pip install 'quickchat-async[redis]'."
+            raise ImportError(msg) from exc
+        if (url is None) == (client is None):
+            raise ValidationError("Pass RedisStore a url or a client (a redis.asyncio.Redis).")
+        _check_str(prefix, name="prefix")
+        if url is not None:
+            client = aioredis.Redis.from_url(  # pyright: ignore[reportUnknownMemberType]
+                _check_str(url, name="url"),
+                socket_timeout=_SOCKET_TIMEOUT,
+                socket_connect_timeout=_CONNECT_TIMEOUT,
+            )
+        elif not isinstance(client, aioredis.Redis):
+            raise ValidationError(
+                f"client must be a redis.asyncio.Redis, not {type(client).__name__}."
+            )
+        assert client is not None  # noqa: S101 -- for the type checkers
+        self._client: Redis = client
+        self._owns_client = url is not None
+        self.prefix: str = prefix
+        self._errors: tuple[type[BaseException], ...] = (exceptions.RedisError, OSError)
+        self._save: AsyncScript = client.register_script(_SAVE_IF_REVISION)
+        self._renew: AsyncScript = client.register_script(_RENEW_IF_OWNER)
+        self._release: AsyncScript = client.register_script(_RELEASE_IF_OWNER)
+        self._closed = False
+        self._locks = KeyedLocks()
+        self._lease = _KeyLease(self)
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<RedisStore prefix={self.prefix!r}{state}>"
+
+    @property
+    def client(self) -> Redis:
+        """The Redis client the store talks through."""
+        return self._client
+
+    def _conversation_key(self, user_key: str) -> str:
+        return f"{self.prefix}conversation:{user_key}"
+
+    def _lock_key(self, user_key: str) -> str:
+        return f"{self.prefix}lock:{user_key}"
+
+    @contextlib.contextmanager
+    def _translated(self) -> Generator[None]:
+        """Check the store can run here, and turn Redis's errors into `StoreError`."""
+        if self._closed:
+            raise StoreError("This RedisStore is closed.")
+        library = sniffio.current_async_library()
+        if library != "asyncio":
+            raise StoreError(
+                f"RedisStore runs on asyncio only (redis.asyncio is built on it), not on "
+                f"{library}. Use SQLiteStore, or run the bot on asyncio."
+            )
+        try:
+            yield
+        except self._errors as exc:
+            raise StoreError(f"The Redis store failed: {type(exc).__name__}: {exc}") from exc
+
+    # --- the protocol -------------------------------------------------------------------------
+
+    def lock(
+        self, user_key: str, *, ttl: float, timeout: float
+    ) -> AbstractAsyncContextManager[None]:
+        """Hold the user key against other tasks and every other worker using this Redis.
+
+        Raises:
+            StoreLockTimeoutError: the lock was not obtained within `timeout` seconds.
+            StoreError: Redis failed.
+        """
+        return hold_lease(
+            self._lease, self._locks, check_user_key(user_key), ttl=ttl, timeout=timeout
+        )
+
+    async def load(self, user_key: str) -> StoreRecord | None:
+        """The user's record, or None.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        key = self._conversation_key(check_user_key(user_key))
+        with self._translated():
+            revision, data = await self._client.hmget(key, ["revision", "data"])
+        if revision is None or data is None:
+            return None
+        return StoreRecord(data=_text(data), revision=_text(revision))
+
+    async def save(self, user_key: str, record: StoreRecord, *, replaces: str | None) -> None:
+        """Store the record if the stored revision is still `replaces` (one Lua script).
+
+        Raises:
+            StoreConflictError: another revision is stored.
+            StoreError: Redis failed.
+        """
+        key = self._conversation_key(check_user_key(user_key))
+        with self._translated():
+            saved = await self._save(
+                keys=[key], args=[replaces or "", record.revision, record.data]
+            )
+        if saved != 1:
+            raise StoreConflictError(
+                f"The stored conversation of user key {user_key!r} changed during the turn."
+            )
+
+    async def delete(self, user_key: str) -> None:
+        """Remove the user's record, if any.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        key = self._conversation_key(check_user_key(user_key))
+        with self._translated():
+            await self._client.delete(key)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the client if the store created it. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        # Off asyncio every operation was refused, so no connection was opened to close.
+        if self._owns_client and sniffio.current_async_library() == "asyncio":
+            await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class _KeyLease:
+    """The lock of a user key as a Redis key holding its owner's token, with a Redis expiry."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+
+    async def try_acquire(self, user_key: str, token: str, ttl: float) -> float | None:
+        store = self._store
+        key = store._lock_key(user_key)
+        with store._translated():
+            if await store.client.set(key, token, nx=True, px=_milliseconds(ttl)):
+                return None
+            remaining = await store.client.pttl(key)
+        return max(remaining, 0) / 1000
+
+    async def renew(self, user_key: str, token: str, ttl: float) -> bool:
+        store = self._store
+        with store._translated():
+            renewed = await store._renew(
+                keys=[store._lock_key(user_key)],
+                args=[token, _milliseconds(ttl)],
+            )
+        return bool(renewed == 1)
+
+    async def release(self, user_key: str, token: str) -> None:
+        store = self._store
+        if store._closed:  # the lock expires by itself
+            return
+        with store._translated():
+            await store._release(
+                keys=[store._lock_key(user_key)],
+                args=[token],
+            )

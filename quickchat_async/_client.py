@@ -340,6 +340,16 @@ class AsyncQuickchat:
         return self._scenario_id
 
     @property
+    def timeout(self) -> Timeout:
+        """The limits of one attempt."""
+        return self._timeout
+
+    @property
+    def max_retries(self) -> int:
+        """How many times a request that is safe to resend is retried."""
+        return self._max_retries
+
+    @property
     def is_closed(self) -> bool:
         """Whether `aclose()` has been called."""
         return self._state is _State.CLOSED

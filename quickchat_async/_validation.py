@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Literal, overload
 
 from ._exceptions import ValidationError
 from ._models import JSONValue
@@ -106,6 +107,12 @@ def check_metadata_size(metadata: Mapping[str, object], *, name: str = "client_m
         )
 
 
+@overload
+def check_count(value: object, *, name: str, minimum: int) -> int: ...
+@overload
+def check_count(
+    value: object, *, name: str, minimum: int, optional: Literal[True]
+) -> int | None: ...
 def check_count(value: object, *, name: str, minimum: int, optional: bool = False) -> int | None:
     """An integer setting such as max_retries: at least `minimum` (None allowed if optional)."""
     if value is None and optional:

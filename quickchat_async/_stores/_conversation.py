@@ -14,8 +14,7 @@ conversation after a first message whose reply was lost, and lets the next reply
 """
 
 # pyright: reportPrivateUsage=false
-# ruff: noqa: SLF001
-# The stored conversation reads its client's retry settings to size its lock; they are one unit.
+# The lock's default lifetime follows the client's backoff settings (_BACKOFF).
 
 from __future__ import annotations
 
@@ -80,10 +79,10 @@ def default_lock_ttl(client: AsyncQuickchat) -> float:
     the worker can no longer renew it, because it crashed (another worker takes over after at
     most this long) or stalled (its turn is then refused at save time).
     """
-    total = client._timeout.total
+    total = client.timeout.total
     if total is None:
         return _UNBOUNDED_TURN_LOCK_TTL
-    retries = client._max_retries or 0
+    retries = client.max_retries
     backoff = float(_BACKOFF["wait_max"]) + float(_BACKOFF["wait_jitter"])
     return (retries + 1) * total + retries * backoff + _LOCK_TTL_MARGIN
 

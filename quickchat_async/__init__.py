@@ -1,13 +1,13 @@
 """quickchat-async: an async Python SDK for Quickchat AI's Chat endpoint, on asyncio and trio.
 
-```python
-from quickchat_async import AsyncQuickchat
+Example::
 
-async with AsyncQuickchat(token="...", scenario_id="...") as client:
-    conv = client.conversation(kb_topic="billing")
-    reply = await conv.say("Hello!")
-    print(reply.text)
-```
+    from quickchat_async import AsyncQuickchat
+
+    async with AsyncQuickchat(token="...", scenario_id="...") as client:
+        conv = client.conversation(kb_topic="billing")
+        reply = await conv.say("Hello!")
+        print(reply.text)
 """
 
 from ._client import NOT_GIVEN, AsyncQuickchat, Flavor, NotGiven

@@ -88,9 +88,9 @@ DEFAULT_TIMEOUT: Final = Timeout(total=30.0, connect=5.0)
 class Flavor(str, enum.Enum):
     """Which of the Chat endpoint's two documented flavors a client speaks."""
 
-    #: `Authorization: Bearer <token>`, `https://app.quickchat.ai/chat`.
+    #: Bearer token auth, at https://app.quickchat.ai/chat.
     CURRENT = "current"
-    #: `api_key` in the JSON body, `https://chat.quickchat.ai/chat`.
+    #: The api_key in the JSON body, at https://chat.quickchat.ai/chat.
     LEGACY = "legacy"
 
 

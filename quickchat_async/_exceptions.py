@@ -1,27 +1,27 @@
 """The error tree, and the one place that maps HTTP statuses and transport failures onto it.
 
-```
-QuickchatError
-├── ValidationError (also ValueError): bad input, caught before anything is sent
-├── ClientClosedError (also RuntimeError): the client was used after aclose()
-├── UnconfirmedStartError: a conversation's first message has an unknown outcome
-├── APIConnectionError: no usable HTTP response
-│   └── APITimeoutError (also TimeoutError)
-├── UnexpectedResponseError: a 2xx whose body is not the documented JSON
-│   └── ResponseTooLargeError
-├── StoreError: a conversation store failed (`reply` is set when only saving the turn failed)
-│   ├── StoreLockTimeoutError (also TimeoutError): a user key's lock was not obtained in time
-│   └── StoreConflictError: the stored conversation changed during the turn (its lock expired)
-└── APIStatusError: the server answered with an error status
-    ├── BadRequestError (400)
-    │   └── ConversationNotFoundError (invalid or unknown conv_id)
-    ├── AuthenticationError (401, and the 400 "not authenticated")
-    ├── PermissionDeniedError (403)
-    ├── ScenarioNotFoundError (404)
-    ├── RateLimitError (429)
-    └── InternalServerError (500 and other 5xx)
-        └── ServiceUnavailableError (503)
-```
+::
+
+    QuickchatError
+    ├── ValidationError (also ValueError): bad input, caught before anything is sent
+    ├── ClientClosedError (also RuntimeError): the client was used after aclose()
+    ├── UnconfirmedStartError: a conversation's first message has an unknown outcome
+    ├── APIConnectionError: no usable HTTP response
+    │   └── APITimeoutError (also TimeoutError)
+    ├── UnexpectedResponseError: a 2xx whose body is not the documented JSON
+    │   └── ResponseTooLargeError
+    ├── StoreError: a conversation store failed (`reply` is set when only saving the turn failed)
+    │   ├── StoreLockTimeoutError (also TimeoutError): a user key's lock was not obtained in time
+    │   └── StoreConflictError: the stored conversation changed during the turn (its lock expired)
+    └── APIStatusError: the server answered with an error status
+        ├── BadRequestError (400)
+        │   └── ConversationNotFoundError (invalid or unknown conv_id)
+        ├── AuthenticationError (401, and the 400 "not authenticated")
+        ├── PermissionDeniedError (403)
+        ├── ScenarioNotFoundError (404)
+        ├── RateLimitError (429)
+        └── InternalServerError (500 and other 5xx)
+            └── ServiceUnavailableError (503)
 
 Every error says whether the server may have recorded the message (`outcome_unknown`): the Chat
 endpoint has no idempotency key, so such a turn is never retried unless the user opts in.

@@ -7,7 +7,7 @@ import quickchat_async
 
 project = "quickchat-async"
 author = "quickchat-async developers"
-copyright = "2026, quickchat-async developers"  # noqa: A001
+copyright = "2026, quickchat-async developers"
 release = quickchat_async.__version__
 version = release
 

@@ -174,16 +174,22 @@ class HttpxTransport:
 
     Args:
         client: a caller-owned client (proxies, mTLS, HTTP/2, mocks); the transport never closes
-            it. Without one, the transport creates and owns a client.
+            it unless `close_client` says so. Without one, the transport creates and owns a
+            client.
         max_connections: the size of the connection pool of an owned client.
+        close_client: hand `client` over: `aclose()` closes it too.
     """
 
     __slots__ = ("_client", "_owns_client")
 
     def __init__(
-        self, client: httpx.AsyncClient | None = None, *, max_connections: int = 100
+        self,
+        client: httpx.AsyncClient | None = None,
+        *,
+        max_connections: int = 100,
+        close_client: bool = False,
     ) -> None:
-        self._owns_client = client is None
+        self._owns_client = client is None or close_client
         self._client = client or httpx.AsyncClient(
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections

@@ -31,7 +31,7 @@ def _one_error_line(stderr: str) -> str:
     return lines[0]
 
 
-def _configure(monkeypatch, base_url: str, token: str = "demo-token") -> None:
+def _configure(monkeypatch, base_url: str, token: str = "demo-token") -> None:  # noqa: S107
     monkeypatch.setenv("QUICKCHAT_API_TOKEN", token)
     monkeypatch.setenv("QUICKCHAT_SCENARIO_ID", "demo")
     monkeypatch.setenv("QUICKCHAT_BASE_URL", base_url)
@@ -43,14 +43,17 @@ class TestDemo:
         result = runner.invoke(cli.app, ["demo"])
         assert result.exit_code == 0, result.output
         out = result.stdout
-        assert "conv_id " in out and "captured; ord_number 3" in out
+        assert "conv_id " in out
+        assert "captured; ord_number 3" in out
         assert "ord_number 5" in out
-        assert "(kb_topic=billing)" in out and "(kb_topic=shipping)" in out
+        assert "(kb_topic=billing)" in out
+        assert "(kb_topic=shipping)" in out
         assert "we refund the full price" in out  # billing's answer to the return question
         assert "You have 30 days to send items back" in out  # shipping's answer to it
         assert "<b>Visa</b>" in out  # the HTML as sent...
         assert "agent> We accept Visa, Mastercard" in out  # ...and as text
-        assert "Hi John!" in out and "message_context=\"The user's name is John.\"" in out
+        assert "Hi John!" in out
+        assert 'message_context="The user\'s name is John."' in out
         assert "1 x 429 then a 200" in out
         assert "ScenarioNotFoundError (HTTP 404): No implementation found" in out
         assert "ValidationError, before sending" in out
@@ -89,7 +92,8 @@ class TestSay:
         data = json.loads(result.stdout)
         assert set(data) == {"text", "html", "conv_id", "ord_number", "src"}
         assert data["ord_number"] == 3
-        assert "<br>" in data["html"] and "\n" in data["text"]
+        assert "<br>" in data["html"]
+        assert "\n" in data["text"]
 
     def test_kb_topic_and_context_are_sent(self, runner):
         """--kb-topic filters the answer; --context's name opens the reply."""
@@ -166,7 +170,8 @@ class TestSay:
         result = runner.invoke(cli.app, ["say", "Hello"])
         assert result.exit_code == 1
         line = _one_error_line(result.stderr)
-        assert line.startswith("error: ValidationError: ") and expected in line
+        assert line.startswith("error: ValidationError: ")
+        assert expected in line
         assert CANARY not in result.output
 
     def test_unexpected_error_is_one_scrubbed_line(self, runner, monkeypatch):
@@ -224,7 +229,8 @@ class TestChat:
         assert "(conversation " in out
         assert "No topic." in out
         assert "we refund the full price" in out
-        assert "│ Hello" in out and "confirmed" in out  # the history table
+        assert "│ Hello" in out
+        assert "confirmed" in out
         assert "Saved 2 turn(s)" in out
         assert "agent> Hi John!" in out
         snapshot = json.loads(saved.read_text("utf-8"))
@@ -248,8 +254,10 @@ class TestChat:
         )
         assert result.exit_code == 0, result.output
         out = result.stdout
-        assert "Topic: billing." in out and "Topic: shipping." in out
-        assert "we refund the full price" in out and "You have 30 days" in out
+        assert "Topic: billing." in out
+        assert "Topic: shipping." in out
+        assert "we refund the full price" in out
+        assert "You have 30 days" in out
         assert "Topic: shipping\n" in out
         assert "started a new one without a topic." in out
         assert "No topic." in out
@@ -263,7 +271,8 @@ class TestChat:
         assert first.exit_code == 0
         result = _chat(runner, [f"/load {saved}", "/history", "Hello again", "/new", "Hi"])
         assert result.exit_code == 0, result.output
-        assert "Loaded conversation" in result.stdout and "(1 turn(s))" in result.stdout
+        assert "Loaded conversation" in result.stdout
+        assert "(1 turn(s))" in result.stdout
         assert "error: ConversationNotFoundError: " in result.stderr  # the turn failed...
         assert result.stdout.count("agent> ") == 1  # ...and the REPL went on
         assert "New conversation." in result.stdout
@@ -293,9 +302,11 @@ class TestChat:
         assert result.exit_code == 0, result.output
         err = result.stderr
         assert "Unknown command /bogus; /help lists them." in err
-        assert "Usage: /save FILE" in err and "Usage: /load FILE" in err
+        assert "Usage: /save FILE" in err
+        assert "Usage: /load FILE" in err
         assert err.count("error: ") == 5
-        assert "Is a directory" in err and "No such file or directory" in err
+        assert "Is a directory" in err
+        assert "No such file or directory" in err
         assert "does not hold a conversation snapshot" in err
         assert "No turns yet." in result.stdout
         assert "No context for the next message." in result.stdout
@@ -395,7 +406,8 @@ class TestEmulatorCommand:
         assert result.exit_code == 0, result.output
         assert f"serving at http://127.0.0.1:{port} " in result.stdout
         assert "scenario_id  agent-7" in result.stdout
-        assert "token        tok-7" in result.stdout and "api_key      key-7" in result.stdout
+        assert "token        tok-7" in result.stdout
+        assert "api_key      key-7" in result.stdout
         assert "faults       drop_before=0" in result.stdout
         assert "Emulator stopped." in result.stderr
         assert answers[0].status_code == 200
@@ -414,7 +426,7 @@ class TestEmulatorCommand:
 
     def test_remote_host_refused(self, runner):
         """A non-loopback host needs --allow-remote."""
-        result = runner.invoke(cli.app, ["emulator", "--host", "0.0.0.0"])  # noqa: S104
+        result = runner.invoke(cli.app, ["emulator", "--host", "0.0.0.0"])  # noqa: S104 -- refused
         assert result.exit_code == 1
         assert "not a loopback address" in _one_error_line(result.stderr)
 
@@ -498,4 +510,3 @@ class TestEntryPoints:
             "say",
             "emulator",
         }
-

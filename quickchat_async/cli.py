@@ -601,8 +601,8 @@ def emulator_command(  # noqa: PLR0917 -- one option per setting; typer passes k
             )
             try:
                 _print_serving(handle.base_url, scenario_id, token, api_key, rates)
-                while handle.running and not stop.wait(0.25):
-                    pass
+                while handle.running and not stop.is_set():
+                    stop.wait(0.25)
             finally:
                 handle.stop()
         if not stop.is_set():

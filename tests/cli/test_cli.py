@@ -387,8 +387,12 @@ def _signal_when_served(port: int, signum: int, answers: list[httpx.Response]) -
 
 @pytest.mark.network
 class TestEmulatorCommand:
-    @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
-    def test_serves_until_a_signal(self, runner, tmp_path, signum):
+    @pytest.mark.parametrize(
+        ("signum", "faults"),
+        [(signal.SIGTERM, ["--fault", "drop_before=0"]), (signal.SIGINT, [])],
+        ids=["TERM", "INT"],
+    )
+    def test_serves_until_a_signal(self, runner, tmp_path, signum, faults):
         """It prints the URL and credentials, answers with its options, stops with status 0."""
         kb = KnowledgeBase.from_dict(
             [{"id": "tent", "title": "The tent", "body": "Our tent sleeps two.", "tags": []}]
@@ -400,7 +404,7 @@ class TestEmulatorCommand:
         driver = _signal_when_served(port, signum, answers)
         args = ["emulator", "--port", str(port), "--token", "tok-7", "--scenario-id", "agent-7"]
         args += ["--api-key", "key-7", "--kb", str(tmp_path / "kb.json"), "--latency-ms", "1"]
-        args += ["--fault", "drop_before=0", "--seed", "3", "--log-level", "warning"]
+        args += [*faults, "--seed", "3", "--log-level", "warning"]
         result = runner.invoke(cli.app, args)
         driver.join(10)
         assert result.exit_code == 0, result.output
@@ -408,7 +412,7 @@ class TestEmulatorCommand:
         assert "scenario_id  agent-7" in result.stdout
         assert "token        tok-7" in result.stdout
         assert "api_key      key-7" in result.stdout
-        assert "faults       drop_before=0" in result.stdout
+        assert ("faults       drop_before=0" in result.stdout) == bool(faults)
         assert "Emulator stopped." in result.stderr
         assert answers[0].status_code == 200
         assert answers[0].json()["reply"].startswith("Our tent sleeps two.")
@@ -451,6 +455,7 @@ class TestEmulatorCommand:
 
     def test_server_that_dies_is_reported(self, runner, monkeypatch):
         """If the server thread ends by itself, the command fails with one line."""
+        monkeypatch.setattr(logging.getLogger(), "handlers", [])  # as in a fresh process
 
         class DeadServer:
             base_url = "http://127.0.0.1:1"
@@ -500,6 +505,12 @@ class TestEntryPoints:
             "quickchat-async: the command line needs typer and rich: "
             'pip install "quickchat-async[cli]"\n'
         )
+
+    def test_importing_main_runs_nothing(self, monkeypatch, capsys):
+        """Importing quickchat_async.__main__ (not running it) does not start the command."""
+        monkeypatch.delitem(sys.modules, "quickchat_async.__main__", raising=False)
+        importlib.import_module("quickchat_async.__main__")
+        assert capsys.readouterr() == ("", "")
 
     def test_app_is_a_typer_app(self):
         """Other modules can add commands to `cli.app`."""

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -168,16 +168,34 @@ class TestEmulator:
         assert CANARY not in done.stdout + done.stderr
 
 
+@contextlib.contextmanager
+def _chat_in_a_terminal() -> Iterator[tuple[int, Callable[[], int]]]:
+    """`quickchat-async chat` on a pseudo-terminal: its fd, and a function awaiting its status."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child becomes the command
+        command = _command()
+        os.execve(command[0], [*command, "chat"], _env())  # noqa: S606 -- our own command
+    status: list[int] = []
+
+    def wait() -> int:
+        status.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+        return status[0]
+
+    try:
+        yield fd, wait
+    finally:
+        if not status:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+
+
 class TestChatInATerminal:
     def test_a_session_through_a_pseudo_terminal(self, tmp_path):
         """Turns, /topic, /history, /save and /quit, typed into a real terminal."""
         saved = tmp_path / "saved.json"
-        pid, fd = pty.fork()
-        if pid == 0:  # the child becomes the command
-            command = _command()
-            os.execve(command[0], [*command, "chat"], _env())  # noqa: S606 -- our own command
         out: list[str] = []
-        try:
+        with _chat_in_a_terminal() as (fd, wait):
 
             def send(line: str) -> None:
                 os.write(fd, line.encode() + b"\n")
@@ -194,16 +212,20 @@ class TestChatInATerminal:
             send(f"/save {saved}")
             _read_until(fd, r"Saved 1 turn\(s\)", out)
             send("/quit")
-            _, status = os.waitpid(pid, 0)
-            pid = 0
-        finally:
-            if pid:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            os.close(fd)
-        assert os.waitstatus_to_exitcode(status) == 0
+            assert wait() == 0
         text = ANSI.sub("", "".join(out))
         assert "embedded emulator" in text
         assert "Traceback" not in text
         snapshot = json.loads(saved.read_text("utf-8"))
         assert snapshot["kb_topic"] == "shipping"
+
+    def test_ctrl_c_at_the_prompt_leaves_cleanly(self):
+        """Ctrl-C typed at the prompt ends chat with status 0 and no traceback."""
+        out: list[str] = []
+        with _chat_in_a_terminal() as (fd, wait):
+            _read_until(fd, r"you> ", out)
+            os.write(fd, b"\x03")
+            assert wait() == 0
+            with contextlib.suppress(OSError):  # the terminal may be gone already
+                out.append(os.read(fd, 65536).decode("utf-8", "replace"))
+        assert "Traceback" not in "".join(out)

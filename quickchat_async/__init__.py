@@ -10,6 +10,7 @@ Example::
         print(reply.text)
 """
 
+from ._aiohttp import AiohttpTransport
 from ._client import NOT_GIVEN, AsyncQuickchat, Flavor, NotGiven
 from ._conversation import Conversation
 from ._exceptions import (
@@ -52,6 +53,7 @@ __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "AiohttpTransport",
     "AsyncQuickchat",
     "AuthenticationError",
     "BadRequestError",

@@ -16,6 +16,7 @@ import attrs
 import httpx
 import stamina
 
+from ._aiohttp import AiohttpTransport
 from ._exceptions import (
     APIConnectionError,
     APITimeoutError,
@@ -251,12 +252,15 @@ class AsyncQuickchat:
         http_client: a caller-owned `httpx.AsyncClient` (proxies, mTLS, HTTP/2, mocks). The SDK
             never closes it.
         default_headers: extra headers for every request.
-        transport: a `Transport` to send requests through instead of httpx.
+        transport: ``"httpx"`` (the default; asyncio and trio), ``"aiohttp"`` (asyncio only,
+            several times faster for fan-out; extra ``[aiohttp]``), or a `Transport` instance.
         max_connections: how many requests may be in flight at once; further ones wait.
         max_response_bytes: the largest response body the SDK reads.
 
     Raises:
         ValidationError: no credential, both, no scenario_id, or a bad argument.
+        ImportError: ``transport="aiohttp"`` without aiohttp installed.
+        RuntimeError: ``transport="aiohttp"`` inside a trio event loop.
     """
 
     __slots__ = (
@@ -288,7 +292,7 @@ class AsyncQuickchat:
         retry_ambiguous: bool = False,
         http_client: httpx.AsyncClient | None = None,
         default_headers: Mapping[str, str] | None = None,
-        transport: Transport | Literal["httpx"] | None = None,
+        transport: Transport | Literal["httpx", "aiohttp"] | None = None,
         max_connections: int = 100,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
@@ -692,8 +696,12 @@ def _resolve_transport(transport: object, http_client: object, max_connections: 
         return HttpxTransport(http_client)
     if transport is None or transport == "httpx":
         return HttpxTransport(max_connections=max_connections)
+    if transport == "aiohttp":
+        return AiohttpTransport(max_connections=max_connections)
     if isinstance(transport, str):
-        raise ValidationError(f"Unknown transport {transport!r}; use 'httpx' or a Transport.")
+        raise ValidationError(
+            f"Unknown transport {transport!r}; use 'httpx', 'aiohttp' or a Transport."
+        )
     if not isinstance(transport, Transport):
         raise ValidationError("transport must have async send(request) and aclose() methods.")
     return transport

@@ -147,9 +147,14 @@ def register(app: typer.Typer) -> None:
                 on_result=lambda _: progress.advance(task),
             )
             report = anyio.run(run, backend=backend.value)
-        if as_json:
-            sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
-        else:
-            Console().print(_summary(report))
-        if report.turns_ok == 0:
-            raise typer.Exit(1)
+        _finish(report, as_json=as_json)
+
+
+def _finish(report: LoadReport, *, as_json: bool) -> None:
+    """Print the summary; exit with 1 when no turn succeeded."""
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+    else:
+        Console().print(_summary(report))
+    if report.turns_ok == 0:
+        raise typer.Exit(1)

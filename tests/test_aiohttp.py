@@ -32,6 +32,7 @@ from quickchat_async import (
 )
 from quickchat_async._exceptions import error_from_aiohttp
 from quickchat_async.emulator import EmulatorService, Fault, ServerHandle, serve
+from quickchat_async.testing import Emulator
 
 from .test_transport import _serve
 
@@ -172,6 +173,22 @@ class TestCoreOverLoopback:
                 await client.say("Hello")
 
         assert info.value.outcome_unknown
+
+
+class TestServedEmulator:
+    async def test_both_flavors_through_the_testing_helper(self, transport_name):
+        """`async with Emulator()` serves on loopback; its clients use either transport."""
+        emulator = Emulator()
+        async with emulator:
+            assert emulator.served
+            assert emulator.base_url in repr(emulator)
+            for flavor in ("current", "legacy"):
+                async with emulator.client(flavor=flavor, transport=transport_name) as client:
+                    reply = await client.say(f"Hello from {flavor}")
+                assert emulator.user_messages(reply.conv_id) == (f"Hello from {flavor}",)
+            with pytest.raises(RuntimeError, match="already served"):
+                await emulator.start()
+        assert not emulator.served
 
 
 class TestRawResponses:

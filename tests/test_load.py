@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from quickchat_async._cli_load import register
 from quickchat_async._load import LoadReport, run_load
+from quickchat_async.emulator import EmulatorService, serve
 from quickchat_async.testing import Emulator
 
 
@@ -74,8 +75,25 @@ class TestLoadCommand:
             ],
         )  # fmt: skip
 
-        assert result.exit_code == 1
+        assert result.exit_code == 1, repr(result.exception)
+        assert isinstance(result.exception, SystemExit)
         assert "APIConnectionError" in result.output
+
+    def test_stopped_at_max_duration(self, app, monkeypatch):
+        """A run cut short by --max-duration says so in its summary."""
+        service = EmulatorService(latency=0.5)
+        monkeypatch.setenv("QUICKCHAT_API_TOKEN", "demo-token")
+        with serve(service) as server:
+            result = CliRunner().invoke(
+                app,
+                [
+                    "load", "-n", "3", "-m", "1", "--base-url", server.base_url,
+                    "--scenario-id", "demo", "--max-duration", "0.2",
+                ],
+            )  # fmt: skip
+
+        assert result.exit_code == 1
+        assert "at --max-duration" in result.output
 
 
 @pytest.mark.anyio

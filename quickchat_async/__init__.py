@@ -10,6 +10,7 @@ Example::
         print(reply.text)
 """
 
+from ._aiohttp import AiohttpTransport
 from ._client import NOT_GIVEN, AsyncQuickchat, Flavor, NotGiven
 from ._conversation import Conversation
 from ._exceptions import (
@@ -34,7 +35,9 @@ from ._exceptions import (
     UnexpectedResponseError,
     ValidationError,
 )
+from ._fanout import FanOut, FanOutResult, Job, Script
 from ._models import JSONValue, Reply, Turn, TurnStatus, html_to_text
+from ._ratelimit import RateLimiter
 from ._stores import (
     ConversationStore,
     MemoryStore,
@@ -52,6 +55,7 @@ __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "AiohttpTransport",
     "AsyncQuickchat",
     "AuthenticationError",
     "BadRequestError",
@@ -60,21 +64,26 @@ __all__ = [
     "Conversation",
     "ConversationNotFoundError",
     "ConversationStore",
+    "FanOut",
+    "FanOutResult",
     "Flavor",
     "HTTPResponse",
     "HttpxTransport",
     "InternalServerError",
     "JSONValue",
+    "Job",
     "MemoryStore",
     "NotGiven",
     "PermissionDeniedError",
     "QuickchatError",
     "RateLimitError",
+    "RateLimiter",
     "RedisStore",
     "Reply",
     "ResponseTooLargeError",
     "SQLiteStore",
     "ScenarioNotFoundError",
+    "Script",
     "ServiceUnavailableError",
     "StoreConflictError",
     "StoreError",

@@ -7,7 +7,7 @@ import ipaddress
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Literal, cast
 
@@ -16,6 +16,7 @@ import attrs
 import httpx
 import stamina
 
+from ._aiohttp import AiohttpTransport
 from ._exceptions import (
     APIConnectionError,
     APITimeoutError,
@@ -30,7 +31,9 @@ from ._exceptions import (
     error_from_response,
     unexpected_response,
 )
+from ._fanout import FanOut, FanOutResult, Job
 from ._models import JSONValue, Reply
+from ._ratelimit import CURRENT_LIMITER, RateLimiter
 from ._transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
     USER_AGENT,
@@ -251,12 +254,15 @@ class AsyncQuickchat:
         http_client: a caller-owned `httpx.AsyncClient` (proxies, mTLS, HTTP/2, mocks). The SDK
             never closes it.
         default_headers: extra headers for every request.
-        transport: a `Transport` to send requests through instead of httpx.
+        transport: ``"httpx"`` (the default; asyncio and trio), ``"aiohttp"`` (asyncio only,
+            several times faster for fan-out; extra ``[aiohttp]``), or a `Transport` instance.
         max_connections: how many requests may be in flight at once; further ones wait.
         max_response_bytes: the largest response body the SDK reads.
 
     Raises:
         ValidationError: no credential, both, no scenario_id, or a bad argument.
+        ImportError: ``transport="aiohttp"`` without aiohttp installed.
+        RuntimeError: ``transport="aiohttp"`` inside a trio event loop.
     """
 
     __slots__ = (
@@ -288,7 +294,7 @@ class AsyncQuickchat:
         retry_ambiguous: bool = False,
         http_client: httpx.AsyncClient | None = None,
         default_headers: Mapping[str, str] | None = None,
-        transport: Transport | Literal["httpx"] | None = None,
+        transport: Transport | Literal["httpx", "aiohttp"] | None = None,
         max_connections: int = 100,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
@@ -477,6 +483,82 @@ class AsyncQuickchat:
             lock_timeout=lock_timeout,
         )
 
+    # --- fan-out ------------------------------------------------------------------------------
+
+    async def fan_out(
+        self,
+        jobs: Iterable[Job],
+        *,
+        concurrency: int = 64,
+        rate_per_second: float | None = None,
+        rate_per_minute: float | None = None,
+        rate_limiter: RateLimiter | None = None,
+        on_result: Callable[[FanOutResult], object] | None = None,
+    ) -> list[FanOutResult]:
+        """Run many conversations at once; return every job's result, in input order.
+
+        Each job runs in a new conversation: a `Script` (or a list of texts) is said turn by
+        turn; an ``async def job(conv)`` is awaited with the conversation. A job that fails
+        gets its error in its result and never cancels the others.
+
+        Args:
+            jobs: the jobs; any iterable (a generator too: jobs are taken as workers free up).
+            concurrency: how many jobs run at once. Requests in flight are also bounded by
+                `max_connections`.
+            rate_per_second: at most this many requests a second, retries included.
+            rate_per_minute: at most this many requests a minute, retries included.
+            rate_limiter: a `RateLimiter` to share between fan-outs, instead of the rates.
+            on_result: called with each result as it arrives (a plain or an async function).
+
+        Raises:
+            ValidationError: a bad concurrency or rate.
+        """
+        results: list[FanOutResult] = []
+        async with self.fan_out_stream(
+            jobs,
+            concurrency=concurrency,
+            rate_per_second=rate_per_second,
+            rate_per_minute=rate_per_minute,
+            rate_limiter=rate_limiter,
+            on_result=on_result,
+        ) as stream:
+            results.extend([result async for result in stream])
+        results.sort(key=lambda result: result.index)
+        return results
+
+    def fan_out_stream(
+        self,
+        jobs: Iterable[Job],
+        *,
+        concurrency: int = 64,
+        rate_per_second: float | None = None,
+        rate_per_minute: float | None = None,
+        rate_limiter: RateLimiter | None = None,
+        on_result: Callable[[FanOutResult], object] | None = None,
+    ) -> FanOut:
+        """Run many conversations at once, yielding results as they finish.
+
+        Takes the same arguments as `fan_out`. Use it as::
+
+            async with client.fan_out_stream(jobs, concurrency=32) as results:
+                async for result in results:
+                    print(result.index, result.ok)
+
+        Leaving the block before the end cancels the jobs still running.
+
+        Raises:
+            ValidationError: a bad concurrency or rate.
+        """
+        return FanOut(
+            self,
+            jobs,
+            concurrency=concurrency,
+            rate_per_second=rate_per_second,
+            rate_per_minute=rate_per_minute,
+            rate_limiter=rate_limiter,
+            on_result=on_result,
+        )
+
     # --- one round trip -----------------------------------------------------------------------
 
     async def say(
@@ -598,7 +680,13 @@ class AsyncQuickchat:
         return self._decode(response, conv_id)
 
     async def _send(self, request: ChatRequest) -> HTTPResponse:
-        """Hold a connection slot for the attempt; a full pool waits within the deadline."""
+        """Hold a connection slot for the attempt; a full pool waits within the deadline.
+
+        Inside a fan-out with a rate limit, every attempt (retries too) first waits its turn.
+        """
+        rate = CURRENT_LIMITER.get()
+        if rate is not None:
+            await rate.acquire()
         limiter = self._limiter
         try:
             limiter.acquire_nowait()
@@ -692,8 +780,12 @@ def _resolve_transport(transport: object, http_client: object, max_connections: 
         return HttpxTransport(http_client)
     if transport is None or transport == "httpx":
         return HttpxTransport(max_connections=max_connections)
+    if transport == "aiohttp":
+        return AiohttpTransport(max_connections=max_connections)
     if isinstance(transport, str):
-        raise ValidationError(f"Unknown transport {transport!r}; use 'httpx' or a Transport.")
+        raise ValidationError(
+            f"Unknown transport {transport!r}; use 'httpx', 'aiohttp' or a Transport."
+        )
     if not isinstance(transport, Transport):
         raise ValidationError("transport must have async send(request) and aclose() methods.")
     return transport

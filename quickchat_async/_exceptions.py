@@ -516,6 +516,65 @@ def map_httpx_errors(*, url: str, may_be_sent: Callable[[], bool]) -> Generator[
         ) from scrubbed(exc)
 
 
+def error_from_aiohttp(exc: BaseException, *, url: str, may_be_sent: bool) -> QuickchatError:
+    """Translate an aiohttp error (the ``[aiohttp]`` extra must be installed).
+
+    Args:
+        exc: the error aiohttp raised (an ``aiohttp.ClientError``).
+        url: the request's URL, for the message.
+        may_be_sent: False only when the transport knows no byte of the request went out.
+    """
+    import aiohttp  # noqa: PLC0415 -- an optional extra; only its transport calls this
+
+    not_sent: tuple[tuple[type[BaseException], str], ...] = (
+        (aiohttp.ConnectionTimeoutError, "timed out connecting to"),
+        (aiohttp.ClientConnectorError, "could not connect to"),
+        (aiohttp.InvalidURL, "cannot use the URL"),
+    )
+    maybe_sent: tuple[tuple[type[BaseException], str], ...] = (
+        (aiohttp.SocketTimeoutError, "timed out waiting for the reply from"),
+        (aiohttp.ServerTimeoutError, "timed out talking to"),
+        (aiohttp.ServerDisconnectedError, "lost the connection to"),
+        (aiohttp.ClientPayloadError, "got a cut-short reply from"),
+        (aiohttp.ClientConnectionError, "lost the connection to"),
+        (aiohttp.ClientResponseError, "got a malformed HTTP response from"),
+    )
+    for table, unknown in ((not_sent, False), (maybe_sent, may_be_sent)):
+        for exc_type, action in table:
+            if isinstance(exc, exc_type):
+                return connection_error(
+                    url=url,
+                    action=action,
+                    cause=exc,
+                    sent=unknown,
+                    timeout=isinstance(exc, aiohttp.ServerTimeoutError),
+                )
+    return connection_error(url=url, action="failed talking to", cause=exc, sent=may_be_sent)
+
+
+@contextlib.contextmanager
+def map_aiohttp_errors(*, url: str, may_be_sent: Callable[[], bool]) -> Generator[None]:
+    """Translate aiohttp and deadline errors raised inside the block, as `map_httpx_errors` does.
+
+    `may_be_sent()` is asked at failure time: the aiohttp transport follows whether the
+    connection was established, which tells a failure before sending from an ambiguous one.
+    """
+    import aiohttp  # noqa: PLC0415 -- an optional extra; only its transport calls this
+
+    try:
+        yield
+    except aiohttp.ClientError as exc:
+        raise error_from_aiohttp(exc, url=url, may_be_sent=may_be_sent()) from scrubbed(exc)
+    except TimeoutError as exc:  # the SDK's own per-attempt deadline (anyio.fail_after)
+        raise connection_error(
+            url=url,
+            action="ran out of time (the per-attempt deadline) talking to",
+            cause=exc,
+            sent=may_be_sent(),
+            timeout=True,
+        ) from scrubbed(exc)
+
+
 def scrubbed(exc: BaseException) -> BaseException:
     """Clear the local variables of the HTTP engine's frames in `exc` and its chain.
 

@@ -52,6 +52,7 @@ import anyio
 import anyio.from_thread
 import stamina.instrumentation
 
+from ._cli_load import register as register_load
 from ._client import AsyncQuickchat
 from ._conversation import Conversation
 from ._exceptions import QuickchatError, ScenarioNotFoundError, ValidationError
@@ -761,6 +762,9 @@ def demo() -> None:
     """Play a short scripted session against the embedded emulator (no token needed)."""
     with _guard():
         anyio.run(_demo)
+
+
+register_load(app)
 
 
 def main() -> None:

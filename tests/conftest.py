@@ -33,6 +33,31 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(params=["httpx", "aiohttp"])
+def transport_name(request: pytest.FixtureRequest) -> str:
+    """Run a test once per transport; aiohttp only on asyncio (see the hook below)."""
+    return str(request.param)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect aiohttp on trio: aiohttp is an asyncio library."""
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        params = (
+            item.callspec.params
+            if isinstance(item, pytest.Function) and hasattr(item, "callspec")
+            else {}
+        )
+        if params.get("anyio_backend") == "trio" and params.get("transport_name") == "aiohttp":
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture(autouse=True)
 def _stamina_without_waits() -> Iterator[None]:
     """Retries keep their attempt counts but skip the backoff sleeps."""

@@ -1,4 +1,7 @@
-"""HttpxTransport over real loopback sockets: deadlines, drops, refusals and the slot limiter."""
+"""Both transports over real loopback sockets: deadlines, drops, refusals and the slot limiter.
+
+Tests taking `transport_name` run on httpx (asyncio and trio) and on aiohttp (asyncio only).
+"""
 
 from __future__ import annotations
 
@@ -99,18 +102,24 @@ async def _serve() -> AsyncIterator[Callable[[Handler], Awaitable[Server]]]:
         tg.cancel_scope.cancel()
 
 
-def client_for(server: Server, **kwargs) -> AsyncQuickchat:
-    return AsyncQuickchat(token=TOKEN, scenario_id=SCENARIO_ID, base_url=server.url, **kwargs)
+def client_for(server: Server, transport_name: str = "httpx", **kwargs) -> AsyncQuickchat:
+    return AsyncQuickchat(
+        token=TOKEN,
+        scenario_id=SCENARIO_ID,
+        base_url=server.url,
+        transport=transport_name,
+        **kwargs,
+    )
 
 
-async def test_round_trip_over_a_socket(serve):
+async def test_round_trip_over_a_socket(serve, transport_name):
     """A real request carries the Bearer token and JSON body; keep-alive reuses the socket."""
 
     async def answer(stream, request):
         await stream.send(ok_response())
 
     server = await serve(answer)
-    async with client_for(server) as client:
+    async with client_for(server, transport_name) as client:
         await client.say("Hello!")
         reply = await client.say("Again", conv_id="c-1")
 
@@ -121,13 +130,16 @@ async def test_round_trip_over_a_socket(serve):
     assert json.loads(body) == {"scenario_id": SCENARIO_ID, "conv_id": "c-1", "text": "Again"}
 
 
-async def test_connection_refused_is_retried_then_raised(caplog):
+async def test_connection_refused_is_retried_then_raised(caplog, transport_name):
     """Nobody listening: retried max_retries times, then APIConnectionError, nothing sent."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again: connecting is refused
     client = AsyncQuickchat(
-        token=TOKEN, scenario_id=SCENARIO_ID, base_url=f"http://127.0.0.1:{port}"
+        token=TOKEN,
+        scenario_id=SCENARIO_ID,
+        base_url=f"http://127.0.0.1:{port}",
+        transport=transport_name,
     )
 
     with caplog.at_level(logging.INFO, logger="quickchat_async"):
@@ -140,14 +152,14 @@ async def test_connection_refused_is_retried_then_raised(caplog):
     assert len(retries) == 2
 
 
-async def test_dropped_after_reading_is_ambiguous(serve):
+async def test_dropped_after_reading_is_ambiguous(serve, transport_name):
     """The server reads the message and hangs up: outcome unknown, not retried."""
 
     async def hang_up(stream, request):
         await stream.aclose()
 
     server = await serve(hang_up)
-    async with client_for(server) as client:
+    async with client_for(server, transport_name) as client:
         with pytest.raises(APIConnectionError, match="may or may not have recorded") as info:
             await client.say("Hello!")
 
@@ -155,7 +167,7 @@ async def test_dropped_after_reading_is_ambiguous(serve):
     assert len(server.requests) == 1
 
 
-async def test_drip_hits_the_overall_deadline(serve):
+async def test_drip_hits_the_overall_deadline(serve, transport_name):
     """A body dripped a byte at a time cannot outlast the per-attempt deadline."""
 
     async def drip(stream, request):
@@ -167,7 +179,9 @@ async def test_drip_hits_the_overall_deadline(serve):
             await anyio.sleep(0.05)
 
     server = await serve(drip)
-    async with client_for(server, timeout=Timeout(total=0.6, connect=0.5)) as client:
+    async with client_for(
+        server, transport_name, timeout=Timeout(total=0.6, connect=0.5)
+    ) as client:
         with anyio.fail_after(5):
             with pytest.raises(APITimeoutError, match="per-attempt deadline") as info:
                 await client.say("Hello!")
@@ -176,14 +190,14 @@ async def test_drip_hits_the_overall_deadline(serve):
     assert len(server.requests) == 1
 
 
-async def test_slow_headers_time_out(serve):
+async def test_slow_headers_time_out(serve, transport_name):
     """Headers slower than the deadline: APITimeoutError, outcome unknown, not retried."""
 
     async def never(stream, request):
         await anyio.sleep_forever()
 
     server = await serve(never)
-    async with client_for(server, timeout=0.4) as client:
+    async with client_for(server, transport_name, timeout=0.4) as client:
         with anyio.fail_after(5), pytest.raises(APITimeoutError) as info:
             await client.say("Hello!")
 
@@ -253,7 +267,7 @@ async def test_slot_wait_counts_against_the_deadline():
     assert seen[1] < 4.9
 
 
-async def test_waiting_turns_proceed_when_a_slot_frees(serve):
+async def test_waiting_turns_proceed_when_a_slot_frees(serve, transport_name):
     """More turns than slots all complete, never more than max_connections at once."""
     in_flight = 0
     peak = 0
@@ -267,7 +281,10 @@ async def test_waiting_turns_proceed_when_a_slot_frees(serve):
         await stream.send(ok_response())
 
     server = await serve(count)
-    async with client_for(server, max_connections=3) as client, anyio.create_task_group() as tg:
+    async with (
+        client_for(server, transport_name, max_connections=3) as client,
+        anyio.create_task_group() as tg,
+    ):
         for _ in range(12):
             tg.start_soon(client.say, "hi")
 
@@ -288,7 +305,7 @@ async def test_transport_alone():
 
 
 @pytest.mark.parametrize("flavor", ["token", "api_key"])
-async def test_tracebacks_with_locals_hide_credentials(serve, flavor):
+async def test_tracebacks_with_locals_hide_credentials(serve, transport_name, flavor):
     """A transport failure formatted with every frame's locals shows no credential."""
 
     async def hang_up(stream, request):
@@ -296,7 +313,9 @@ async def test_tracebacks_with_locals_hide_credentials(serve, flavor):
 
     server = await serve(hang_up)
     secret = {"token": TOKEN, "api_key": API_KEY}[flavor]
-    client = AsyncQuickchat(scenario_id=SCENARIO_ID, base_url=server.url, **{flavor: secret})
+    client = AsyncQuickchat(
+        scenario_id=SCENARIO_ID, base_url=server.url, transport=transport_name, **{flavor: secret}
+    )
     async with client:
         with pytest.raises(APIConnectionError) as info:
             await client.say("Hello!")

@@ -489,7 +489,7 @@ class TestEntryPoints:
             runpy.run_module("quickchat_async", run_name="__main__")
         assert exc.value.code == 0
         out = capsys.readouterr().out
-        for command in ("demo", "chat", "say", "emulator"):
+        for command in ("demo", "chat", "say", "emulator", "load"):
             assert command in out
 
     @pytest.mark.parametrize("missing", ["typer", "rich.console"])
@@ -520,4 +520,12 @@ class TestEntryPoints:
             "chat",
             "say",
             "emulator",
+            "load",
         }
+
+    def test_load_is_a_command_of_the_cli(self, runner):
+        """`quickchat-async load` runs a small load against the emulator and prints JSON."""
+        result = runner.invoke(cli.app, ["load", "-n", "4", "-m", "2", "-c", "2", "--json"])
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout[result.stdout.index("{") :])
+        assert data["turns_ok"] == 8

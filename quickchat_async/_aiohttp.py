@@ -1,0 +1,235 @@
+"""`AiohttpTransport`: the fan-out transport, written directly on `aiohttp.ClientSession`.
+
+httpx's connection pool spends more CPU per request the more connections it holds; with tens of
+requests in flight, aiohttp sends several times as many per second on one core. This transport
+keeps the SDK's contract (the same `Timeout`, no redirects, a bounded body, the same errors and
+the same "was it sent?" rule) and runs on asyncio only: aiohttp is an asyncio library.
+
+Install it with ``pip install "quickchat-async[aiohttp]"`` and pick it with
+``AsyncQuickchat(..., transport="aiohttp")``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+from types import TracebackType
+from typing import TYPE_CHECKING, Final
+
+import anyio
+import sniffio
+
+from ._exceptions import ClientClosedError, map_aiohttp_errors
+from ._transport import DEFAULT_MAX_RESPONSE_BYTES, ChatRequest, HTTPResponse, Timeout
+
+
+if TYPE_CHECKING:
+    import aiohttp
+    from typing_extensions import Self
+
+__all__ = ["AiohttpTransport"]
+
+_INSTALL: Final = (
+    "The aiohttp transport needs aiohttp: pip install 'quickchat-async[aiohttp]' "
+    "(or use the default transport='httpx')."
+)
+_ASYNCIO_ONLY: Final = (
+    "The aiohttp transport runs on asyncio only, not on {library}: use the default "
+    "transport='httpx', which runs on asyncio and trio."
+)
+
+
+def _require_aiohttp() -> None:
+    try:
+        import aiohttp  # noqa: F401, PLC0415 # pyright: ignore[reportUnusedImport]
+    except ImportError as exc:
+        raise ImportError(_INSTALL) from exc
+
+
+def _require_asyncio(*, running: bool) -> None:
+    """Refuse other event loops; outside any loop, only `running=True` callers must be in one."""
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        if running:
+            raise RuntimeError(_ASYNCIO_ONLY.format(library="no event loop")) from None
+        return
+    if library != "asyncio":
+        raise RuntimeError(_ASYNCIO_ONLY.format(library=library))
+
+
+class _Progress:
+    """Whether any byte of the request may have gone out: False while (re)connecting."""
+
+    __slots__ = ("may_be_sent",)
+
+    def __init__(self) -> None:
+        self.may_be_sent = True
+
+    def __call__(self) -> bool:
+        return self.may_be_sent
+
+
+#: The progress of the request the current task is sending, read by the connector.
+_PROGRESS: contextvars.ContextVar[_Progress | None] = contextvars.ContextVar(
+    "quickchat_async_aiohttp_progress", default=None
+)
+
+
+@functools.cache
+def _connector_class() -> type[aiohttp.TCPConnector]:
+    """A TCPConnector that tells the request's `_Progress` when it is connecting."""
+    import aiohttp  # noqa: PLC0415 -- an optional extra
+
+    class _TrackingConnector(aiohttp.TCPConnector):
+        async def connect(
+            self,
+            req: aiohttp.ClientRequest,
+            traces: list[aiohttp.tracing.Trace],
+            timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 -- aiohttp's own signature
+        ) -> aiohttp.connector.Connection:
+            progress = _PROGRESS.get()
+            if progress is not None:
+                progress.may_be_sent = False
+            connection = await super().connect(req, traces, timeout)
+            if progress is not None:
+                progress.may_be_sent = True
+            return connection
+
+    return _TrackingConnector
+
+
+class AiohttpTransport:
+    """A transport on `aiohttp.ClientSession`, for fan-out at several times httpx's rate.
+
+    asyncio only. The session is created on the first request, in the running event loop.
+
+    Args:
+        session: a caller-owned session (proxies, TLS, tracing); the transport never closes it
+            unless `close_session` says so. A caller's session does not tell connection set-up
+            from sending, so a deadline hit with it counts as "may have been sent".
+        max_connections: the size of the connection pool of an owned session.
+        close_session: hand `session` over: `aclose()` closes it too.
+
+    Raises:
+        ImportError: aiohttp is not installed.
+        RuntimeError: created inside an event loop other than asyncio's (trio).
+    """
+
+    __slots__ = ("_closed", "_max_connections", "_owns_session", "_session", "_timeouts")
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        max_connections: int = 100,
+        close_session: bool = False,
+    ) -> None:
+        _require_aiohttp()
+        _require_asyncio(running=False)
+        self._session = session
+        self._owns_session = session is None or close_session
+        self._max_connections = max_connections
+        self._closed = False
+        self._timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open" if self._session is not None else "unopened"
+        return f"<AiohttpTransport {state} max_connections={self._max_connections}>"
+
+    @property
+    def session(self) -> aiohttp.ClientSession | None:
+        """The underlying session; None until the first request of an owned one."""
+        return self._session
+
+    def _open(self) -> aiohttp.ClientSession:
+        import aiohttp  # noqa: PLC0415 -- an optional extra
+
+        _require_asyncio(running=True)
+        connector = _connector_class()(limit=self._max_connections, limit_per_host=0)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),  # conversations must not share cookies
+            timeout=aiohttp.ClientTimeout(total=None),
+            auto_decompress=True,
+        )
+        return self._session
+
+    def _timeout(self, timeout: Timeout) -> aiohttp.ClientTimeout:
+        """The connect limit for aiohttp; the SDK keeps the total deadline itself."""
+        found = self._timeouts.get(timeout)
+        if found is None:
+            import aiohttp  # noqa: PLC0415 -- an optional extra
+
+            found = aiohttp.ClientTimeout(total=None, sock_connect=timeout.connect)
+            if len(self._timeouts) < 64:  # noqa: PLR2004 -- deadlines shortened by slot waits vary
+                self._timeouts[timeout] = found
+        return found
+
+    async def send(self, request: ChatRequest, /) -> HTTPResponse:
+        """POST the request and read the response, within `request.timeout`.
+
+        Raises:
+            APIConnectionError: no complete response (`APITimeoutError` for deadlines).
+            ClientClosedError: the transport was closed.
+            RuntimeError: not running on asyncio.
+        """
+        if self._closed:
+            raise ClientClosedError("This AiohttpTransport is closed.")
+        session = self._session or self._open()
+        progress = _Progress()
+        token = _PROGRESS.set(progress)
+        try:
+            with (
+                map_aiohttp_errors(url=request.url, may_be_sent=progress),
+                anyio.fail_after(request.timeout.total),
+            ):
+                async with session.post(
+                    request.url,
+                    data=request.body,
+                    headers=request.headers,
+                    allow_redirects=False,
+                    timeout=self._timeout(request.timeout),
+                ) as response:
+                    content, truncated = await _read_capped(response, request.max_response_bytes)
+        finally:
+            _PROGRESS.reset(token)
+        return HTTPResponse(response.status, response.headers, content, truncated)
+
+    async def aclose(self) -> None:
+        """Close the session if this transport owns it. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def _read_capped(
+    response: aiohttp.ClientResponse, limit: int = DEFAULT_MAX_RESPONSE_BYTES
+) -> tuple[bytes, bool]:
+    """Read at most `limit` bytes of the (decoded) body; say whether more was left unread."""
+    declared = response.content_length
+    if declared is not None and declared <= limit and "Content-Encoding" not in response.headers:
+        return await response.read(), False
+    chunks: list[bytes] = []
+    size = 0
+    stream = response.content
+    while chunk := await stream.readany():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            response.close()  # the rest is never read: the connection cannot be reused
+            return b"".join(chunks)[:limit], True
+    return b"".join(chunks), False

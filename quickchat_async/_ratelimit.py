@@ -1,0 +1,110 @@
+"""`RateLimiter`: token buckets on anyio, for Quickchat's per-token request limits."""
+
+from __future__ import annotations
+
+import contextvars
+import math
+from typing import Final
+
+import anyio
+
+from ._exceptions import ValidationError
+
+
+__all__ = ["RateLimiter"]
+
+
+class _Bucket:
+    """One token bucket: `rate` tokens a second, holding at most `burst`; waiters queue FIFO."""
+
+    __slots__ = ("_burst", "_lock", "_rate", "_tokens", "_updated")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._tokens = burst
+        self._updated: float | None = None
+        self._lock: anyio.Lock | None = None
+
+    def _refill(self, now: float) -> None:
+        if self._updated is not None:
+            self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+
+    async def acquire(self) -> None:
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:  # FIFO: the first to wait is the first served
+            self._refill(anyio.current_time())
+            if self._tokens < 1:
+                await anyio.sleep((1 - self._tokens) / self._rate)
+                self._refill(anyio.current_time())
+            self._tokens -= 1
+
+
+class RateLimiter:
+    """Spaces requests to stay under a rate: per second, per minute, or both.
+
+    Each limit is a token bucket. With the default `burst` of 1, requests are spread evenly
+    (one every 1/rate seconds), so no window of any length ever sees more than the limit. A
+    larger burst lets that many go at once after a quiet spell. Waiters are served in order;
+    one cancelled while waiting uses no token.
+
+    Args:
+        per_second: at most this many requests a second (None: no limit).
+        per_minute: at most this many requests a minute (None: no limit).
+        burst: how many requests may go at once after an idle period.
+
+    Raises:
+        ValidationError: a rate that is not a positive number, or a burst below 1.
+
+    Example::
+
+        limiter = RateLimiter(per_minute=600)
+        await limiter.acquire()  # waits for its turn
+    """
+
+    __slots__ = ("_buckets", "per_minute", "per_second")
+
+    def __init__(
+        self,
+        *,
+        per_second: float | None = None,
+        per_minute: float | None = None,
+        burst: float = 1,
+    ) -> None:
+        for name, value in (("per_second", per_second), ("per_minute", per_minute)):
+            if value is not None and not _positive(value):
+                raise ValidationError(f"{name} must be a positive number or None, not {value!r}.")
+        if not _positive(burst) or burst < 1:
+            raise ValidationError(f"burst must be a number of at least 1, not {burst!r}.")
+        self.per_second = per_second
+        self.per_minute = per_minute
+        self._buckets = tuple(
+            _Bucket(rate, burst)
+            for rate in (per_second, None if per_minute is None else per_minute / 60)
+            if rate is not None
+        )
+
+    def __repr__(self) -> str:
+        return f"<RateLimiter per_second={self.per_second!r} per_minute={self.per_minute!r}>"
+
+    async def acquire(self) -> None:
+        """Wait until one more request fits under every limit, and count it."""
+        for bucket in self._buckets:
+            await bucket.acquire()
+
+
+def _positive(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+#: The limiter every request of the current task waits on (set by the fan-out's workers).
+CURRENT_LIMITER: Final[contextvars.ContextVar[RateLimiter | None]] = contextvars.ContextVar(
+    "quickchat_async_rate_limiter", default=None
+)

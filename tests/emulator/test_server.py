@@ -191,16 +191,23 @@ class TestRun:
         """run() serves in the foreground until SIGINT, then returns normally."""
         port = free_port()
         answered: list[int] = []
+        returned = threading.Event()
 
         def interrupt_when_up() -> None:
-            wait_until_listening(port)
-            answered.append(chat_status(f"http://127.0.0.1:{port}"))
-            os.kill(os.getpid(), signal.SIGINT)
+            try:
+                wait_until_listening(port)
+                answered.append(chat_status(f"http://127.0.0.1:{port}"))
+            finally:  # never leave run() serving, never interrupt anything else
+                if not returned.is_set():
+                    os.kill(os.getpid(), signal.SIGINT)
 
         interrupter = threading.Thread(target=interrupt_when_up, daemon=True)
         interrupter.start()
-        run(make_service(), port=port, log_level="warning")
-        interrupter.join(10)
+        try:
+            run(make_service(), port=port, log_level="warning")
+        finally:
+            returned.set()
+            interrupter.join(15)
 
         assert answered == [200]
 

@@ -42,10 +42,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy strict and pyright strict on the package."""
+    """mypy strict and pyright strict on the package and on tests/typing (the public types)."""
     install(session, "typing")
-    session.run("mypy", "quickchat_async")
-    session.run("pyright", "quickchat_async")
+    session.run("mypy", "quickchat_async", "tests/typing")
+    session.run("pyright", "quickchat_async", "tests/typing")
 
 
 @nox.session

@@ -65,8 +65,6 @@ LEGACY_BASE_URL: Final = "https://chat.quickchat.ai"
 MAX_RETRY_AFTER: Final = 60.0
 #: Exponential backoff between retries: 0.5 s, then 1 s, ... up to 8 s, plus up to 1 s of jitter.
 _BACKOFF: Final = {"wait_initial": 0.5, "wait_max": 8.0, "wait_jitter": 1.0}
-#: What is left of a deadline after waiting for a connection slot is never less than this.
-_MIN_DEADLINE: Final = 0.001
 _UNSENT: Final = "The message was not sent."
 #: Error pages must fit, so the body limit cannot be set lower than this.
 _MIN_RESPONSE_BYTES: Final = 1024
@@ -607,15 +605,20 @@ class AsyncQuickchat:
             start = anyio.current_time()
             with anyio.move_on_after(total) as waiting:
                 await limiter.acquire()
-            if waiting.cancelled_caught:
+            remaining = None if total is None else total - (anyio.current_time() - start)
+            if waiting.cancelled_caught or (remaining is not None and remaining <= 0):
+                if not waiting.cancelled_caught:
+                    # The slot came just as the deadline ran out. An attempt with no time left
+                    # could only fail, perhaps after the message reached the server: unsent is
+                    # better.
+                    limiter.release()
                 raise APITimeoutError(
                     f"The SDK timed out after {total:g} s waiting for one of its "
                     f"{limiter.total_tokens:g} connection slots to {self._url}. {_UNSENT} Raise "
                     "max_connections or the timeout, or send less at once.",
                     url=self._url,
                 ) from None
-            if total is not None:  # the wait counts against the attempt's deadline
-                remaining = max(total - (anyio.current_time() - start), _MIN_DEADLINE)
+            if remaining is not None:  # the wait counts against the attempt's deadline
                 request = attrs.evolve(
                     request, timeout=attrs.evolve(request.timeout, total=remaining)
                 )

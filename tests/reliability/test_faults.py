@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import email.utils
+import json
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import anyio
@@ -29,7 +31,9 @@ from quickchat_async import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    ChatRequest,
     ConversationNotFoundError,
+    HTTPResponse,
     InternalServerError,
     QuickchatError,
     RateLimitError,
@@ -192,6 +196,26 @@ class ConnectTimeoutFirst(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
+class StallingTransport:
+    """A transport whose first request stalls the whole event loop (a blocking call in it)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.started = anyio.Event()
+
+    async def send(self, request: ChatRequest, /) -> HTTPResponse:
+        self.sent += 1
+        if self.sent == 1:
+            self.started.set()
+            await anyio.sleep(0.05)
+            time.sleep(0.4)  # noqa: ASYNC251 -- the stall is the point: deadlines pass unseen
+        body = {"conv_id": "c-1", "reply": "Hi!", "ord_number": 1 + 2 * self.sent}
+        return HTTPResponse(200, {}, json.dumps(body).encode())
+
+    async def aclose(self) -> None:
+        pass
+
+
 class TestConnections:
     @pytest.mark.scenario(1)
     async def test_connection_refused(self, emulator: Emulator, rule: Rule, caplog):
@@ -302,7 +326,6 @@ class TestConnections:
             async with anyio.create_task_group() as tg:
                 for i in range(6):
                     tg.start_soon(turn, i)
-                    await anyio.sleep(0.001)
 
             on_server = {
                 t for c in emulator.conversations() for t in emulator.user_messages(c.conv_id)
@@ -325,6 +348,31 @@ class TestConnections:
             rule.check_pool(client)
             emulator.service.latency = 0
             await rule.check_next_turn(convs[0])
+
+    @pytest.mark.scenario(3)
+    async def test_slot_granted_as_the_deadline_ran_out(self, rule: Rule):
+        """A slot that frees only after the waiter's deadline is not used: the turn fails unsent."""
+        transport = StallingTransport()
+        client = rule.emulator.client(
+            transport=transport, max_connections=1, timeout=0.3, max_retries=0
+        )
+        errors: list[APITimeoutError] = []
+
+        async def second() -> None:
+            try:
+                await client.say(rule.text("second"))
+            except APITimeoutError as exc:
+                errors.append(exc)
+
+        async with client, anyio.create_task_group() as tg:
+            tg.start_soon(client.say, rule.text("first"))
+            await transport.started.wait()
+            tg.start_soon(second)
+
+        (error,) = errors
+        rule.check_error(error, APITimeoutError, outcome_unknown=False, match="connection slots")
+        assert transport.sent == 1
+        rule.check_pool(client)
 
     @pytest.mark.scenario(5)
     async def test_stale_keep_alive_connection(self, emulator: Emulator, rule: Rule):

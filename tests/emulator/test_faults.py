@@ -137,7 +137,10 @@ class TestKinds:
             (0.5, "0.5"),
             (-3, "-3"),
             ("soon", "soon"),
-            (dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC), "Wed, 02 Jan 2030 03:04:05 GMT"),
+            (
+                dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc),
+                "Wed, 02 Jan 2030 03:04:05 GMT",
+            ),
             (None, None),
         ],
     )

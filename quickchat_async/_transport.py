@@ -282,7 +282,8 @@ async def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, boo
     """Read at most `limit` bytes of the (decoded) body; say whether more was left unread."""
     declared = response.headers.get("content-length", "")
     if (
-        declared.isdigit()
+        declared.isascii()  # "²".isdigit() is True, and int() refuses it
+        and declared.isdigit()
         and int(declared) <= limit
         and not response.headers.get("content-encoding")
     ):

@@ -297,20 +297,27 @@ async def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, boo
             chunks.append(chunk)
             size += len(chunk)
             if size > limit:
-                await _abandon(response, stream)
+                await _abandon(response, stream, limit)
                 return b"".join(chunks)[:limit], True
     return b"".join(chunks), False
 
 
-async def _abandon(response: httpx.Response, stream: AsyncGenerator[bytes, None]) -> None:
+async def _abandon(
+    response: httpx.Response, stream: AsyncGenerator[bytes, None], limit: int
+) -> None:
     """Stop reading a body half-way, leaving no half-consumed async generator behind.
 
     httpx reads a body through nested async generators, and closing the outermost one leaves
     the inner ones to the garbage collector (trio then warns, with a ResourceWarning; httpx
     issue 3686). Closing the response closes the connection; the generators then run out on
-    the closed socket (or the few bytes already buffered), each to its end.
+    the closed socket (or the few bytes already buffered), each to its end. A stream that
+    does not stop when closed (a mock or in-process transport) is read no further than
+    another `limit` bytes.
     """
     await response.aclose()
+    drained = 0
     with contextlib.suppress(httpx.HTTPError):
-        async for _ in stream:
-            pass
+        async for chunk in stream:
+            drained += len(chunk)
+            if drained > limit:
+                return

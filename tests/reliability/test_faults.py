@@ -638,6 +638,42 @@ async def redirector(location: str) -> AsyncIterator[list[bytes]]:
         tg.cancel_scope.cancel()
 
 
+class EndlessStream(httpx.AsyncByteStream):
+    """A body that never ends, and does not stop when closed (as a careless mock would)."""
+
+    def __init__(self) -> None:
+        self.chunks = 0
+
+    def __aiter__(self) -> EndlessStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        await anyio.lowlevel.checkpoint()
+        self.chunks += 1
+        return b"." * 1024
+
+
+class TestOversized:
+    @pytest.mark.scenario(13)
+    # Such a stream cannot be closed: httpx's generators over it are left to the garbage
+    # collector, and trio says so. A warning on a broken mock beats a turn that never ends.
+    @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+    async def test_endless_stream_that_ignores_close(self, rule: Rule):
+        """A body that keeps coming after the SDK closed it is read only a bounded amount more."""
+        stream = EndlessStream()
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            return httpx.Response(200, stream=stream)
+
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+            client = rule.emulator.client(http_client=http, max_response_bytes=SMALL_BODY)
+            with anyio.fail_after(5), pytest.raises(ResponseTooLargeError) as info:
+                await client.say(rule.text())
+
+        rule.check_error(info.value, ResponseTooLargeError, outcome_unknown=True)
+        assert stream.chunks <= 2 * SMALL_BODY // 1024 + 2
+
+
 class TestRedirects:
     @pytest.mark.scenario(14)
     @pytest.mark.parametrize("follow", [False, True], ids=["sdk-client", "following-http-client"])

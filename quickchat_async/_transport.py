@@ -79,7 +79,9 @@ class Timeout:
 class ChatRequest:
     """One prepared POST to the Chat endpoint.
 
-    Its repr shows only the URL: the headers and body may hold a credential.
+    Its repr shows only the URL: the headers and body may hold a credential. Tools that walk
+    attrs fields instead of calling repr (rich's pretty printer and its tracebacks with locals)
+    skip them too.
 
     Attributes:
         url: the absolute URL to POST to.
@@ -90,8 +92,8 @@ class ChatRequest:
     """
 
     url: str
-    headers: Mapping[str, str]
-    body: bytes
+    headers: Mapping[str, str] = attrs.field(repr=False)
+    body: bytes = attrs.field(repr=False)
     timeout: Timeout = Timeout()
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
@@ -112,7 +114,7 @@ class HTTPResponse:
 
     status_code: int
     headers: Mapping[str, str]
-    content: bytes
+    content: bytes = attrs.field(repr=False)  # a server may echo a credential
     truncated: bool = False
 
     @property

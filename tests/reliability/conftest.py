@@ -9,6 +9,7 @@ reads it).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pathlib
 from collections.abc import AsyncIterator, Generator, Iterator
@@ -19,7 +20,7 @@ import pytest
 from quickchat_async.emulator import Scenario
 from quickchat_async.testing import Emulator
 
-from .rule import API_KEY, TALLY, TOKEN, Rule
+from .rule import API_KEY, TALLY, TOKEN, Rule, check_log_records
 
 
 #: The numbered scenarios of issue 5.
@@ -71,6 +72,9 @@ def summary() -> dict[str, object]:
         "errors checked": TALLY["errors checked"],
         "user messages checked": TALLY["user messages checked"],
         "fan-out turns": TALLY["fan-out turns"],
+        "stateful steps": TALLY["stateful steps"],
+        "turns reconciled": TALLY["turns reconciled"],
+        "log records checked": TALLY["log records checked"],
     }
 
 
@@ -126,3 +130,20 @@ async def _rule(emulator: Emulator) -> AsyncIterator[Rule]:
     yield rule
     rule.check_record()
     await rule.check_fds()
+
+
+#: Every logger the SDK's stack writes to; the root catches the rest.
+DEBUG_LOGGERS = ("", "quickchat_async", "httpx", "httpcore", "stamina", "uvicorn", "anyio")
+
+
+@pytest.fixture(autouse=True)
+def _secrets_canary(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Every test here runs with DEBUG logging everywhere; no record may hold a credential.
+
+    A record is checked whole: its message, its arguments and extra fields, and any exception
+    it carries, formatted with every frame's locals.
+    """
+    for name in DEBUG_LOGGERS:
+        caplog.set_level(logging.DEBUG, logger=name)
+    yield
+    check_log_records(caplog.get_records("setup") + caplog.get_records("call"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import pathlib
 import re
 import traceback
@@ -76,6 +77,17 @@ def formatted_with_locals(exc: BaseException) -> str:
             [frame for frame in chained.stack if "/tests/" not in frame.filename]
         )
     return "".join(te.format())
+
+
+def check_log_records(records: list[logging.LogRecord]) -> None:
+    """No record holds a credential: message, arguments, extra fields, exception with locals."""
+    for record in records:
+        where = f"the log record {record.name}:{record.lineno}"
+        assert_no_secret(record.getMessage(), where)
+        assert_no_secret(repr(vars(record)), where)
+        if record.exc_info and record.exc_info[1] is not None:
+            assert_no_secret(formatted_with_locals(record.exc_info[1]), where)
+    TALLY["log records checked"] += len(records)
 
 
 def pool_of(client: AsyncQuickchat) -> httpcore.AsyncConnectionPool | None:

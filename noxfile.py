@@ -58,3 +58,31 @@ def docs(session: nox.Session) -> None:
         "docs/_build/html",
         *session.posargs,
     )
+
+
+@nox.session
+def faults(session: nox.Session) -> None:
+    """The reliability suite (faults, cancellation, fuzzing, secrets), then its totals.
+
+    `QUICKCHAT_FUZZ_EXAMPLES=20 nox -s faults` searches 20 times more examples, at random.
+    """
+    import json  # noqa: PLC0415 -- only this session needs it
+    import pathlib  # noqa: PLC0415
+
+    install(session, "tests")
+    summary = pathlib.Path(session.create_tmp()) / "faults-summary.json"
+    summary.unlink(missing_ok=True)
+    session.run(
+        "pytest",
+        "tests/reliability",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"QUICKCHAT_FAULTS_SUMMARY": str(summary)},
+    )
+    totals = json.loads(summary.read_text(encoding="utf-8"))
+    for name, value in totals.items():
+        session.log(f"{name:>22}: {value}")
+    if totals["scenarios missing"] or totals["duplicates found"]:
+        session.error("Not every scenario is proven, or a message was duplicated.")

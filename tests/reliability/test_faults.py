@@ -46,7 +46,7 @@ from quickchat_async import (
     UnexpectedResponseError,
     ValidationError,
 )
-from quickchat_async.emulator import ErrorText, Fault, FaultKind
+from quickchat_async.emulator import ErrorText, Fault, FaultKind, Scenario
 from quickchat_async.testing import Emulator
 
 from .rule import TALLY, TOKEN, Rule, assert_no_secret, busy_connections
@@ -672,6 +672,38 @@ class TestOversized:
 
         rule.check_error(info.value, ResponseTooLargeError, outcome_unknown=True)
         assert stream.chunks <= 2 * SMALL_BODY // 1024 + 2
+
+
+class TestInProcess:
+    """The in-process emulator fails as its socket does, and the SDK copes the same way."""
+
+    @pytest.mark.scenario(7)
+    @pytest.mark.scenario(13)
+    @pytest.mark.parametrize(
+        ("fault", "error"),
+        [
+            (Fault("slow_headers", delay=1.0), APITimeoutError),
+            (Fault("endless"), ResponseTooLargeError),
+            (Fault("drip", interval=0.001, chunk_size=64), None),
+        ],
+        ids=["slow_headers", "endless", "drip"],
+    )
+    async def test_slow_and_endless_bodies(self, fault, error):
+        """Late headers time out, an endless body is cut at the cap, a quick drip arrives."""
+        emulator = Emulator(scenarios=[Scenario("scn-1", tokens=(TOKEN,))])
+        async with emulator.client(timeout=QUICK, max_response_bytes=SMALL_BODY) as client:
+            conv = client.conversation()
+            await conv.say("Hello")
+            emulator.faults.script([fault])
+            with anyio.fail_after(5):
+                if error is None:
+                    assert (await conv.say("Dripped")).text
+                else:
+                    with pytest.raises(error):
+                        await conv.say("Too slow, too long")
+            await conv.say("Again")
+            assert conv.history[-1].status is TurnStatus.CONFIRMED
+            assert emulator.user_messages(conv.conv_id).count("Again") == 1
 
 
 class TestRedirects:

@@ -311,8 +311,10 @@ class TestConnections:
     @pytest.mark.scenario(3)
     async def test_pool_saturated_past_the_deadline(self, emulator: Emulator, rule: Rule):
         """Turns that cannot get a connection in time fail unsent; sent ones land once."""
-        emulator.service.latency = 0.2
         async with emulator.client(max_connections=1, timeout=0.5, max_retries=0) as client:
+            # Warm up (the connection, lazy imports), so the first turn's time is the latency.
+            await client.say(rule.text("warm-up"))
+            emulator.service.latency = 0.2
             convs = [client.conversation() for _ in range(6)]
             outcomes: dict[int, BaseException | None] = {}
 

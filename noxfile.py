@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -74,7 +75,33 @@ def bench(session: nox.Session) -> None:
     session.install("requests>=2.31")
     if not any(Path(d, "nginx").exists() for d in ("/usr/sbin", "/usr/bin", "/sbin")):
         if os.geteuid() == 0 and shutil.which("apt-get"):
+            session.run("apt-get", "update", "-q", external=True)
             session.run("apt-get", "install", "-y", "-q", "nginx-light", external=True)
         else:
             session.warn("nginx not found: the benchmark starts its own fallback server")
     session.run("python", "benchmarks/bench.py", *session.posargs)
+
+
+@nox.session
+def faults(session: nox.Session) -> None:
+    """The reliability suite (faults, cancellation, fuzzing, secrets), then its totals.
+
+    `QUICKCHAT_FUZZ_EXAMPLES=20 nox -s faults` searches 20 times more examples, at random.
+    """
+    install(session, "tests")
+    summary = Path(session.create_tmp()) / "faults-summary.json"
+    summary.unlink(missing_ok=True)
+    session.run(
+        "pytest",
+        "tests/reliability",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"QUICKCHAT_FAULTS_SUMMARY": str(summary)},
+    )
+    totals = json.loads(summary.read_text(encoding="utf-8"))
+    for name, value in totals.items():
+        session.log(f"{name:>22}: {value}")
+    if totals["scenarios missing"] or totals["duplicates found"]:
+        session.error("Not every scenario is proven, or a message was duplicated.")

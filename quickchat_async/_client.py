@@ -68,8 +68,6 @@ LEGACY_BASE_URL: Final = "https://chat.quickchat.ai"
 MAX_RETRY_AFTER: Final = 60.0
 #: Exponential backoff between retries: 0.5 s, then 1 s, ... up to 8 s, plus up to 1 s of jitter.
 _BACKOFF: Final = {"wait_initial": 0.5, "wait_max": 8.0, "wait_jitter": 1.0}
-#: What is left of a deadline after waiting for a connection slot is never less than this.
-_MIN_DEADLINE: Final = 0.001
 _UNSENT: Final = "The message was not sent."
 #: Error pages must fit, so the body limit cannot be set lower than this.
 _MIN_RESPONSE_BYTES: Final = 1024
@@ -695,15 +693,20 @@ class AsyncQuickchat:
             start = anyio.current_time()
             with anyio.move_on_after(total) as waiting:
                 await limiter.acquire()
-            if waiting.cancelled_caught:
+            remaining = None if total is None else total - (anyio.current_time() - start)
+            if waiting.cancelled_caught or (remaining is not None and remaining <= 0):
+                if not waiting.cancelled_caught:
+                    # The slot came just as the deadline ran out. An attempt with no time left
+                    # could only fail, perhaps after the message reached the server: unsent is
+                    # better.
+                    limiter.release()
                 raise APITimeoutError(
                     f"The SDK timed out after {total:g} s waiting for one of its "
                     f"{limiter.total_tokens:g} connection slots to {self._url}. {_UNSENT} Raise "
                     "max_connections or the timeout, or send less at once.",
                     url=self._url,
                 ) from None
-            if total is not None:  # the wait counts against the attempt's deadline
-                remaining = max(total - (anyio.current_time() - start), _MIN_DEADLINE)
+            if remaining is not None:  # the wait counts against the attempt's deadline
                 request = attrs.evolve(
                     request, timeout=attrs.evolve(request.timeout, total=remaining)
                 )
@@ -716,49 +719,49 @@ class AsyncQuickchat:
         """Read the documented JSON: `reply`, `conv_id`, `ord_number`, `src`.
 
         The legacy flavor leaves `conv_id` out on continuations: the request's one stands.
+
+        Raises:
+            UnexpectedResponseError: the body is not the documented JSON. It is raised here,
+                from a frame that holds no part of the body: a server may echo a credential,
+                and a traceback formatted with locals would print it.
         """
-        status, content = response.status_code, response.content
-        try:
-            data: object = _decode(content)
-        except ValueError:
+        reply = _parse_reply(response.content, conv_id)
+        if isinstance(reply, str):
             raise unexpected_response(
-                "its body is not JSON", status_code=status, body=content, secrets=self._secrets
-            ) from None
-        if not isinstance(data, dict):
-            raise unexpected_response(
-                "its body is not a JSON object",
-                status_code=status,
-                body=content,
+                reply,
+                status_code=response.status_code,
+                body=response.content,
                 secrets=self._secrets,
             )
-        data = cast("dict[str, JSONValue]", data)
-        reply = data.get("reply")
-        if not isinstance(reply, str):
-            raise unexpected_response(
-                "its body has no 'reply' text",
-                status_code=status,
-                body=content,
-                secrets=self._secrets,
-            )
-        got_conv_id = data.get("conv_id")
-        if got_conv_id is None:
-            got_conv_id = conv_id
-        if not isinstance(got_conv_id, str) or not got_conv_id:
-            raise unexpected_response(
-                "its body has no conv_id for the new conversation",
-                status_code=status,
-                body=content,
-                secrets=self._secrets,
-            )
-        ord_number = data.get("ord_number")
-        src = data.get("src")
-        return Reply(
-            conv_id=got_conv_id,
-            html=reply,
-            ord_number=ord_number if type(ord_number) is int else None,
-            src=src if type(src) is int else None,
-            raw=data,
-        )
+        return reply
+
+
+def _parse_reply(content: bytes, conv_id: str | None) -> Reply | str:
+    """The reply in a 2xx body, or why there is none."""
+    try:
+        data: object = _decode(content)
+    except ValueError:
+        return "its body is not JSON"
+    if not isinstance(data, dict):
+        return "its body is not a JSON object"
+    data = cast("dict[str, JSONValue]", data)
+    reply = data.get("reply")
+    if not isinstance(reply, str):
+        return "its body has no 'reply' text"
+    got_conv_id = data.get("conv_id")
+    if got_conv_id is None:
+        got_conv_id = conv_id
+    if not isinstance(got_conv_id, str) or not got_conv_id:
+        return "its body has no conv_id for the new conversation"
+    ord_number = data.get("ord_number")
+    src = data.get("src")
+    return Reply(
+        conv_id=got_conv_id,
+        html=reply,
+        ord_number=ord_number if type(ord_number) is int else None,
+        src=src if type(src) is int else None,
+        raw=data,
+    )
 
 
 def _timeout_of(value: object) -> Timeout:

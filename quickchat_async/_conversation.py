@@ -55,7 +55,9 @@ class Conversation:
     A turn that fails before the server can have seen it, or is cancelled, leaves the
     conversation as it was. A turn whose reply never arrived although the server may have
     recorded the message (`outcome_unknown` errors) is kept in `history` as `UNCONFIRMED`; the
-    next reply's `ord_number` settles it as `LANDED` or `NOT_LANDED`.
+    next reply's `ord_number` settles it as `LANDED` or `NOT_LANDED`. A cancelled turn may have
+    reached the server all the same; the turns still unconfirmed then stay so, since the
+    numbers no longer tell.
     """
 
     __slots__ = (
@@ -232,6 +234,11 @@ class Conversation:
                             error=f"{type(exc).__name__}: {exc.message}",
                         )
                     )
+                raise
+            except BaseException:
+                # Cancelled mid-turn: the message may have reached the server, uncounted, so the
+                # next reply's ord_number can no longer tell which pending turns landed.
+                self._last_ord = None
                 raise
             # No await from here on: the turn is committed whole, or (on error or
             # cancellation above) not at all.

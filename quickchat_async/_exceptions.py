@@ -419,7 +419,11 @@ def error_from_response(  # noqa: C901, PLR0911 -- a branch per documented statu
             "follow redirects, so that credentials never leave their origin: set base_url to "
             "the final address.",
         )
-    return error(APIStatusError, f"Quickchat answered with HTTP {status}{said}.")
+    return error(
+        APIStatusError,
+        f"Quickchat answered with HTTP {status}{said}, which the Chat endpoint does not "
+        f"document. Check that base_url points at the Chat endpoint (requests go to {url}).",
+    )
 
 
 # --- transport failures ------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
@@ -79,7 +79,9 @@ class Timeout:
 class ChatRequest:
     """One prepared POST to the Chat endpoint.
 
-    Its repr shows only the URL: the headers and body may hold a credential.
+    Its repr shows only the URL: the headers and body may hold a credential. Tools that walk
+    attrs fields instead of calling repr (rich's pretty printer and its tracebacks with locals)
+    skip them too.
 
     Attributes:
         url: the absolute URL to POST to.
@@ -90,8 +92,8 @@ class ChatRequest:
     """
 
     url: str
-    headers: Mapping[str, str]
-    body: bytes
+    headers: Mapping[str, str] = attrs.field(repr=False)
+    body: bytes = attrs.field(repr=False)
     timeout: Timeout = Timeout()
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
@@ -112,7 +114,7 @@ class HTTPResponse:
 
     status_code: int
     headers: Mapping[str, str]
-    content: bytes
+    content: bytes = attrs.field(repr=False)  # a server may echo a credential
     truncated: bool = False
 
     @property
@@ -210,18 +212,16 @@ class HttpxTransport:
             map_httpx_errors(url=request.url, may_be_sent=progress),
             anyio.fail_after(request.timeout.total),
         ):
-            response = await self._client.send(
-                self._client.build_request(
-                    "POST",
-                    request.url,
-                    content=request.body,
-                    headers=request.headers,
-                    timeout=request.timeout.as_httpx(),
-                    extensions={"trace": progress.trace},
-                ),
-                stream=True,
-                follow_redirects=False,
+            http_request = self._client.build_request(
+                "POST",
+                request.url,
+                content=request.body,
+                headers=request.headers,
+                timeout=request.timeout.as_httpx(),
+                extensions={"trace": progress.trace},
             )
+            http_request.stream = _Body(request.body)
+            response = await self._client.send(http_request, stream=True, follow_redirects=False)
             try:
                 content, truncated = await _read_capped(response, request.max_response_bytes)
             finally:
@@ -245,11 +245,47 @@ class HttpxTransport:
         await self.aclose()
 
 
+class _Body(httpx.AsyncByteStream):
+    """A request body that httpx iterates without an async generator.
+
+    httpx's own body stream is an async generator; cancelled or timed out while the body was
+    being written, it is left half-consumed to the garbage collector, and trio warns
+    (ResourceWarning; httpx issue 3686). This iterator has nothing to clean up.
+    """
+
+    __slots__ = ("_body",)
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _Once(self._body)
+
+
+class _Once:
+    """An async iterator over one chunk."""
+
+    __slots__ = ("_chunk",)
+
+    def __init__(self, chunk: bytes) -> None:
+        self._chunk: bytes | None = chunk
+
+    def __aiter__(self) -> _Once:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk, self._chunk = self._chunk, None
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
+
+
 async def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
     """Read at most `limit` bytes of the (decoded) body; say whether more was left unread."""
     declared = response.headers.get("content-length", "")
     if (
-        declared.isdigit()
+        declared.isascii()  # "²".isdigit() is True, and int() refuses it
+        and declared.isdigit()
         and int(declared) <= limit
         and not response.headers.get("content-encoding")
     ):
@@ -263,5 +299,27 @@ async def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, boo
             chunks.append(chunk)
             size += len(chunk)
             if size > limit:
+                await _abandon(response, stream, limit)
                 return b"".join(chunks)[:limit], True
     return b"".join(chunks), False
+
+
+async def _abandon(
+    response: httpx.Response, stream: AsyncGenerator[bytes, None], limit: int
+) -> None:
+    """Stop reading a body half-way, leaving no half-consumed async generator behind.
+
+    httpx reads a body through nested async generators, and closing the outermost one leaves
+    the inner ones to the garbage collector (trio then warns, with a ResourceWarning; httpx
+    issue 3686). Closing the response closes the connection; the generators then run out on
+    the closed socket (or the few bytes already buffered), each to its end. A stream that
+    does not stop when closed (a mock or in-process transport) is read no further than
+    another `limit` bytes.
+    """
+    await response.aclose()
+    drained = 0
+    with contextlib.suppress(httpx.HTTPError):
+        async for chunk in stream:
+            drained += len(chunk)
+            if drained > limit:
+                return

@@ -39,6 +39,11 @@ class _OutcomeStream(httpx.AsyncByteStream):
         self._outcome = outcome
         self._request = request
         self._read_timeout = read_timeout
+        self._closed = False
+
+    async def aclose(self) -> None:
+        """The client closed the response: stop, as a closed socket delivers nothing more."""
+        self._closed = True
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         outcome, request = self._outcome, self._request
@@ -57,12 +62,14 @@ class _OutcomeStream(httpx.AsyncByteStream):
             for start in range(0, len(body), outcome.chunk_size):
                 if start:
                     await _wait(outcome.interval, self._read_timeout, request)
+                if self._closed:
+                    return
                 yield body[start : start + outcome.chunk_size]
             return
         if body:
             yield body
         if outcome.action is Action.ENDLESS:
-            while True:
+            while not self._closed:
                 await _wait(outcome.interval, self._read_timeout, request)
                 yield outcome.filler
 

@@ -477,6 +477,28 @@ def connection_error(
     return cls(f"The SDK {action} {url} ({reason}). {advice}", url=url, outcome_unknown=sent)
 
 
+def _classify(
+    exc: BaseException,
+    *,
+    url: str,
+    tables: tuple[tuple[tuple[tuple[type[BaseException], str], ...], bool], ...],
+    timeout: bool,
+    otherwise_sent: bool,
+) -> APIConnectionError:
+    """Build the error of the first (exception type, action) row `exc` matches, most specific first.
+
+    Each table comes with whether its errors may have left the request sent; an error no row
+    matches is reported as "failed talking to", sent as `otherwise_sent` says.
+    """
+    for table, sent in tables:
+        for exc_type, action in table:
+            if isinstance(exc, exc_type):
+                return connection_error(
+                    url=url, action=action, cause=exc, sent=sent, timeout=timeout
+                )
+    return connection_error(url=url, action="failed talking to", cause=exc, sent=otherwise_sent)
+
+
 def error_from_httpx(exc: httpx.HTTPError, *, url: str, may_be_sent: bool) -> QuickchatError:
     """Translate an httpx error.
 
@@ -485,18 +507,14 @@ def error_from_httpx(exc: httpx.HTTPError, *, url: str, may_be_sent: bool) -> Qu
         url: the request's URL, for the message.
         may_be_sent: False only when the transport knows no byte of the request went out.
     """
-    for table, unknown in ((_NOT_SENT, False), (_MAYBE_SENT, may_be_sent)):
-        for exc_type, action in table:
-            if isinstance(exc, exc_type):
-                return connection_error(
-                    url=url,
-                    action=action,
-                    cause=exc,
-                    sent=unknown,
-                    timeout=isinstance(exc, httpx.TimeoutException),
-                )
     # An httpx.HTTPError that is not a TransportError comes from response helpers we never call.
-    return connection_error(url=url, action="failed talking to", cause=exc, sent=True)
+    return _classify(
+        exc,
+        url=url,
+        tables=((_NOT_SENT, False), (_MAYBE_SENT, may_be_sent)),
+        timeout=isinstance(exc, httpx.TimeoutException),
+        otherwise_sent=True,
+    )
 
 
 @contextlib.contextmanager
@@ -543,17 +561,13 @@ def error_from_aiohttp(exc: BaseException, *, url: str, may_be_sent: bool) -> Qu
         (aiohttp.ClientConnectionError, "lost the connection to"),
         (aiohttp.ClientResponseError, "got a malformed HTTP response from"),
     )
-    for table, unknown in ((not_sent, False), (maybe_sent, may_be_sent)):
-        for exc_type, action in table:
-            if isinstance(exc, exc_type):
-                return connection_error(
-                    url=url,
-                    action=action,
-                    cause=exc,
-                    sent=unknown,
-                    timeout=isinstance(exc, aiohttp.ServerTimeoutError),
-                )
-    return connection_error(url=url, action="failed talking to", cause=exc, sent=may_be_sent)
+    return _classify(
+        exc,
+        url=url,
+        tables=((not_sent, False), (maybe_sent, may_be_sent)),
+        timeout=isinstance(exc, aiohttp.ServerTimeoutError),
+        otherwise_sent=may_be_sent,
+    )
 
 
 @contextlib.contextmanager

@@ -37,9 +37,12 @@ def _as_tuple(turns: Iterable[str]) -> tuple[str, ...]:
     return tuple(turns)
 
 
-@attrs.frozen(slots=True, kw_only=True)
+@attrs.frozen(slots=True)
 class Script:
     """The turns of one fan-out conversation, sent in order.
+
+    ``Script(["Hi", "Where is my parcel?"], kb_topic="shipping")``: the turns come first, the
+    rest by keyword.
 
     Attributes:
         turns: the user's messages.
@@ -49,9 +52,9 @@ class Script:
     """
 
     turns: tuple[str, ...] = attrs.field(converter=_as_tuple)
-    kb_topic: str | None = None
-    metadata: Mapping[str, JSONValue] | None = None
-    context: str | None = None
+    kb_topic: str | None = attrs.field(default=None, kw_only=True)
+    metadata: Mapping[str, JSONValue] | None = attrs.field(default=None, kw_only=True)
+    context: str | None = attrs.field(default=None, kw_only=True)
 
 
 #: What a fan-out runs: a `Script`, a list of texts, or ``async def job(conv) -> value``.

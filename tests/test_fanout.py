@@ -35,7 +35,7 @@ class TestResults:
 
         jobs = [
             ["Hello", "How do refunds work?"],
-            Script(turns=["Hi"], kb_topic="billing", metadata={"user": "u-1"}),
+            Script(["Hi"], kb_topic="billing", metadata={"user": "u-1"}),  # turns positional
             job,
             "One turn",
         ]

@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import math
 from types import TracebackType
 from typing import TYPE_CHECKING, Final
 
-import anyio
 import sniffio
 
-from ._exceptions import ClientClosedError, map_aiohttp_errors
+from ._exceptions import (
+    ClientClosedError,
+    QuickchatError,
+    connection_error,
+    error_from_aiohttp,
+    scrubbed,
+)
 from ._transport import DEFAULT_MAX_RESPONSE_BYTES, ChatRequest, HTTPResponse, Timeout
+from ._version import __version__
 
 
 if TYPE_CHECKING:
@@ -66,9 +73,6 @@ class _Progress:
     def __init__(self) -> None:
         self.may_be_sent = True
 
-    def __call__(self) -> bool:
-        return self.may_be_sent
-
 
 #: The progress of the request the current task is sending, read by the connector.
 _PROGRESS: contextvars.ContextVar[_Progress | None] = contextvars.ContextVar(
@@ -86,7 +90,7 @@ def _connector_class() -> type[aiohttp.TCPConnector]:
             self,
             req: aiohttp.ClientRequest,
             traces: list[aiohttp.tracing.Trace],
-            timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 -- aiohttp's own signature
+            timeout: aiohttp.ClientTimeout,
         ) -> aiohttp.connector.Connection:
             progress = _PROGRESS.get()
             if progress is not None:
@@ -103,11 +107,14 @@ class AiohttpTransport:
     """A transport on `aiohttp.ClientSession`, for fan-out at several times httpx's rate.
 
     asyncio only. The session is created on the first request, in the running event loop.
+    aiohttp itself keeps the attempt's deadline (`ClientTimeout(total=...)`, which also covers
+    reading the body), so no second timer runs per request.
 
     Args:
         session: a caller-owned session (proxies, TLS, tracing); the transport never closes it
-            unless `close_session` says so. A caller's session does not tell connection set-up
-            from sending, so a deadline hit with it counts as "may have been sent".
+            unless `close_session` says so. Its timeout is replaced by the request's. A
+            caller's session does not tell connection set-up from sending, so a deadline hit
+            with it counts as "may have been sent".
         max_connections: the size of the connection pool of an owned session.
         close_session: hand `session` over: `aclose()` closes it too.
 
@@ -116,7 +123,16 @@ class AiohttpTransport:
         RuntimeError: created inside an event loop other than asyncio's (trio).
     """
 
-    __slots__ = ("_closed", "_max_connections", "_owns_session", "_session", "_timeouts")
+    __slots__ = (
+        "_closed",
+        "_errors",
+        "_last",
+        "_max_connections",
+        "_owns_session",
+        "_session",
+        "_timeouts",
+        "user_agent",
+    )
 
     def __init__(
         self,
@@ -127,11 +143,17 @@ class AiohttpTransport:
     ) -> None:
         _require_aiohttp()
         _require_asyncio(running=False)
+        import aiohttp  # noqa: PLC0415 -- an optional extra
+
+        #: The User-Agent the client sends through this transport (unless default_headers set one).
+        self.user_agent = f"quickchat-async/{__version__} aiohttp/{aiohttp.__version__}"
         self._session = session
         self._owns_session = session is None or close_session
         self._max_connections = max_connections
         self._closed = False
+        self._errors: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError)
         self._timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
+        self._last: tuple[Timeout, aiohttp.ClientTimeout] | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._session is not None else "unopened"
@@ -156,14 +178,24 @@ class AiohttpTransport:
         return self._session
 
     def _timeout(self, timeout: Timeout) -> aiohttp.ClientTimeout:
-        """The connect limit for aiohttp; the SDK keeps the total deadline itself."""
+        """The same limits as aiohttp's: `total` for the whole attempt, `sock_connect`.
+
+        `ceil_threshold=inf` keeps the deadline exact (aiohttp rounds long ones up to the next
+        second otherwise).
+        """
+        last = self._last
+        if last is not None and last[0] is timeout:  # nearly always: the client's own Timeout
+            return last[1]
         found = self._timeouts.get(timeout)
         if found is None:
             import aiohttp  # noqa: PLC0415 -- an optional extra
 
-            found = aiohttp.ClientTimeout(total=None, sock_connect=timeout.connect)
+            found = aiohttp.ClientTimeout(
+                total=timeout.total, sock_connect=timeout.connect, ceil_threshold=math.inf
+            )
             if len(self._timeouts) < 64:  # noqa: PLR2004 -- deadlines shortened by slot waits vary
                 self._timeouts[timeout] = found
+        self._last = (timeout, found)
         return found
 
     async def send(self, request: ChatRequest, /) -> HTTPResponse:
@@ -180,18 +212,16 @@ class AiohttpTransport:
         progress = _Progress()
         token = _PROGRESS.set(progress)
         try:
-            with (
-                map_aiohttp_errors(url=request.url, may_be_sent=progress),
-                anyio.fail_after(request.timeout.total),
-            ):
-                async with session.post(
-                    request.url,
-                    data=request.body,
-                    headers=request.headers,
-                    allow_redirects=False,
-                    timeout=self._timeout(request.timeout),
-                ) as response:
-                    content, truncated = await _read_capped(response, request.max_response_bytes)
+            async with session.post(
+                request.url,
+                data=request.body,
+                headers=request.headers,
+                allow_redirects=False,
+                timeout=self._timeout(request.timeout),
+            ) as response:
+                content, truncated = await _read_capped(response, request.max_response_bytes)
+        except self._errors as exc:
+            raise _error(exc, request.url, may_be_sent=progress.may_be_sent) from scrubbed(exc)
         finally:
             _PROGRESS.reset(token)
         return HTTPResponse(response.status, response.headers, content, truncated)
@@ -214,6 +244,26 @@ class AiohttpTransport:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _error(exc: BaseException, url: str, *, may_be_sent: bool) -> QuickchatError:
+    """Translate what `send` caught.
+
+    When the deadline (`ClientTimeout.total`) ends, aiohttp cancels what it was doing and
+    raises a bare `TimeoutError`; the connector's tracking tells whether that was before any
+    byte of the request could go out.
+    """
+    import aiohttp  # noqa: PLC0415 -- an optional extra
+
+    if isinstance(exc, aiohttp.ClientError):
+        return error_from_aiohttp(exc, url=url, may_be_sent=may_be_sent)
+    return connection_error(
+        url=url,
+        action="ran out of time (the per-attempt deadline) talking to",
+        cause=exc,
+        sent=may_be_sent,
+        timeout=True,
+    )
 
 
 async def _read_capped(

@@ -7,6 +7,7 @@ import ipaddress
 import json
 import logging
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Literal, cast
@@ -96,6 +97,8 @@ class Flavor(str, enum.Enum):
 
 
 _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+#: A JSON string literal (what `_ENCODER` makes of a str), without the encoder's dispatch.
+_string: Final[Callable[[str], str]] = json.encoder.encode_basestring
 _decode: Final = json.loads
 
 
@@ -218,8 +221,52 @@ def _resolve_headers(default_headers: object) -> dict[str, str]:
             raise ValidationError(
                 f"default_headers may not set {name}: the SDK sets it (pass token= for auth)."
             )
+        if name.lower() == "user-agent":  # the caller's, in whatever spelling, replaces ours
+            headers.pop("User-Agent", None)
         headers[name] = value
     return headers
+
+
+class _Slots:
+    """The client's connection slots: a FIFO semaphore whose uncontended path never awaits.
+
+    Waiting for a slot happens here, outside the HTTP engine, in call order. A waiter that is
+    handed a slot as it is cancelled passes the slot on.
+    """
+
+    __slots__ = ("_free", "_waiters", "total")
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._free = total
+        self._waiters: deque[anyio.Event] = deque()
+
+    def take_nowait(self) -> bool:
+        """Take a free slot if there is one and nobody is queued for it."""
+        if self._free and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        """Queue for a slot; `give()` hands it over directly."""
+        event = anyio.Event()
+        self._waiters.append(event)
+        try:
+            await event.wait()
+        except BaseException:
+            if event.is_set():  # handed a slot just as it was cancelled: pass it on
+                self.give()
+            else:
+                self._waiters.remove(event)
+            raise
+
+    def give(self) -> None:
+        """Return a slot: to the first waiter if any, else to the free ones."""
+        if self._waiters:
+            self._waiters.popleft().set()
+        else:
+            self._free += 1
 
 
 class _State(enum.Enum):
@@ -264,7 +311,7 @@ class AsyncQuickchat:
     """
 
     __slots__ = (
-        "_api_key_prefix",
+        "_body_prefix",
         "_flavor",
         "_headers",
         "_limiter",
@@ -317,19 +364,23 @@ class AsyncQuickchat:
         self._install(secret)
 
         self._transport = _resolve_transport(transport, http_client, max_connections)
+        user_agent = getattr(self._transport, "user_agent", None)  # the aiohttp one names aiohttp
+        if isinstance(user_agent, str) and self._headers.get("User-Agent") == USER_AGENT:
+            self._headers["User-Agent"] = user_agent
         # Waiting for a free connection happens here, outside the HTTP engine, in call order.
-        self._limiter = anyio.CapacityLimiter(max_connections)
+        self._limiter = _Slots(max_connections)
         self._state = _State.UNOPENED
 
     def _install(self, secret: _Secret) -> None:
         """Put the credential where requests need it; nothing after this can fail."""
         value = str(secret.reveal())
         self._secrets = (value,)
+        # Every body starts the same way; the api_key of the legacy flavor goes first.
+        self._body_prefix = '{"scenario_id":' + _string(self._scenario_id)
         if self._flavor is Flavor.CURRENT:
             self._headers["Authorization"] = f"Bearer {value}"
-            self._api_key_prefix = b""
         else:
-            self._api_key_prefix = b'{"api_key":' + _ENCODER.encode(value).encode() + b","
+            self._body_prefix = '{"api_key":' + _string(value) + "," + self._body_prefix[1:]
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -597,21 +648,25 @@ class AsyncQuickchat:
         client_metadata: Mapping[str, JSONValue],
         message_context: str | None,
     ) -> ChatRequest:
-        """Encode the body in the documented field order; the api_key is spliced in last."""
-        body: dict[str, object] = {"scenario_id": self._scenario_id}
+        """Encode the body in the documented field order, as `_ENCODER` would, piece by piece."""
+        body = self._body_prefix
         if conv_id is not None:
-            body["conv_id"] = conv_id
-        body["text"] = text
+            body += ',"conv_id":' + _string(conv_id)
+        body += ',"text":' + _string(text)
         if message_context is not None:
-            body["message_context"] = message_context
+            body += ',"message_context":' + _string(message_context)
         if client_metadata:
-            body["client_metadata"] = client_metadata
+            try:
+                body += ',"client_metadata":' + _ENCODER.encode(client_metadata)
+            except (TypeError, ValueError) as exc:  # values changed after they were checked
+                raise ValidationError(f"client_metadata values must be JSON: {exc}.") from None
         try:
-            encoded = _ENCODER.encode(body).encode()
-        except (TypeError, ValueError) as exc:  # values changed after they were checked
-            raise ValidationError(f"client_metadata values must be JSON: {exc}.") from None
-        if self._api_key_prefix:
-            encoded = self._api_key_prefix + encoded[1:]
+            encoded = (body + "}").encode()
+        except UnicodeEncodeError:
+            raise ValidationError(
+                "The message holds a lone surrogate (a half of a UTF-16 pair, such as '\\ud800') "
+                "and cannot be sent as UTF-8; check how the text was decoded."
+            ) from None
         return ChatRequest(
             self._url, self._headers, encoded, self._timeout, self._max_response_bytes
         )
@@ -686,23 +741,21 @@ class AsyncQuickchat:
         if rate is not None:
             await rate.acquire()
         limiter = self._limiter
-        try:
-            limiter.acquire_nowait()
-        except anyio.WouldBlock:
+        if not limiter.take_nowait():
             total = request.timeout.total
             start = anyio.current_time()
             with anyio.move_on_after(total) as waiting:
-                await limiter.acquire()
+                await limiter.take()
             remaining = None if total is None else total - (anyio.current_time() - start)
             if waiting.cancelled_caught or (remaining is not None and remaining <= 0):
                 if not waiting.cancelled_caught:
                     # The slot came just as the deadline ran out. An attempt with no time left
                     # could only fail, perhaps after the message reached the server: unsent is
                     # better.
-                    limiter.release()
+                    limiter.give()
                 raise APITimeoutError(
                     f"The SDK timed out after {total:g} s waiting for one of its "
-                    f"{limiter.total_tokens:g} connection slots to {self._url}. {_UNSENT} Raise "
+                    f"{limiter.total:g} connection slots to {self._url}. {_UNSENT} Raise "
                     "max_connections or the timeout, or send less at once.",
                     url=self._url,
                 ) from None
@@ -713,7 +766,7 @@ class AsyncQuickchat:
         try:
             return await self._transport.send(request)
         finally:
-            limiter.release()
+            limiter.give()
 
     def _decode(self, response: HTTPResponse, conv_id: str | None) -> Reply:
         """Read the documented JSON: `reply`, `conv_id`, `ord_number`, `src`.

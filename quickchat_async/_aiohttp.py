@@ -11,11 +11,12 @@ Install it with ``pip install "quickchat-async[aiohttp]"`` and pick it with
 
 from __future__ import annotations
 
-import contextvars
+import asyncio
 import functools
 import math
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import sniffio
 
@@ -65,39 +66,35 @@ def _require_asyncio(*, running: bool) -> None:
         raise RuntimeError(_ASYNCIO_ONLY.format(library=library))
 
 
-class _Progress:
-    """Whether any byte of the request may have gone out: False while (re)connecting."""
-
-    __slots__ = ("may_be_sent",)
-
-    def __init__(self) -> None:
-        self.may_be_sent = True
-
-
-#: The progress of the request the current task is sending, read by the connector.
-_PROGRESS: contextvars.ContextVar[_Progress | None] = contextvars.ContextVar(
-    "quickchat_async_aiohttp_progress", default=None
-)
+#: Requests being sent, by task: whether any byte may have gone out (False while connecting).
+#: One dict per owned session; a task sends one request at a time.
+_Progress: TypeAlias = "dict[asyncio.Task[Any] | None, bool]"
 
 
 @functools.cache
-def _connector_class() -> type[aiohttp.TCPConnector]:
-    """A TCPConnector that tells the request's `_Progress` when it is connecting."""
+def _connector_class() -> Callable[[_Progress, int], aiohttp.TCPConnector]:
+    """A TCPConnector that records in its `progress` when a request's task is connecting."""
     import aiohttp  # noqa: PLC0415 -- an optional extra
 
     class _TrackingConnector(aiohttp.TCPConnector):
+        def __init__(self, progress: _Progress, limit: int) -> None:
+            # aiohttp types one parameter (socket_factory) with a bare tuple.
+            super().__init__(limit=limit, limit_per_host=0)  # pyright: ignore[reportUnknownMemberType]
+            self.progress = progress
+
         async def connect(
             self,
             req: aiohttp.ClientRequest,
             traces: list[aiohttp.tracing.Trace],
             timeout: aiohttp.ClientTimeout,
         ) -> aiohttp.connector.Connection:
-            progress = _PROGRESS.get()
-            if progress is not None:
-                progress.may_be_sent = False
+            progress = self.progress
+            task = asyncio.current_task()
+            if task not in progress:  # not a request of `send` (the session used directly)
+                return await super().connect(req, traces, timeout)
+            progress[task] = False
             connection = await super().connect(req, traces, timeout)
-            if progress is not None:
-                progress.may_be_sent = True
+            progress[task] = True
             return connection
 
     return _TrackingConnector
@@ -129,6 +126,7 @@ class AiohttpTransport:
         "_last",
         "_max_connections",
         "_owns_session",
+        "_progress",
         "_session",
         "_timeouts",
         "user_agent",
@@ -151,6 +149,7 @@ class AiohttpTransport:
         self._owns_session = session is None or close_session
         self._max_connections = max_connections
         self._closed = False
+        self._progress: _Progress = {}
         self._errors: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError)
         self._timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
         self._last: tuple[Timeout, aiohttp.ClientTimeout] | None = None
@@ -168,7 +167,7 @@ class AiohttpTransport:
         import aiohttp  # noqa: PLC0415 -- an optional extra
 
         _require_asyncio(running=True)
-        connector = _connector_class()(limit=self._max_connections, limit_per_host=0)
+        connector = _connector_class()(self._progress, self._max_connections)
         self._session = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),  # conversations must not share cookies
@@ -209,8 +208,8 @@ class AiohttpTransport:
         if self._closed:
             raise ClientClosedError("This AiohttpTransport is closed.")
         session = self._session or self._open()
-        progress = _Progress()
-        token = _PROGRESS.set(progress)
+        progress, task = self._progress, asyncio.current_task()
+        progress[task] = True
         try:
             async with session.post(
                 request.url,
@@ -219,11 +218,20 @@ class AiohttpTransport:
                 allow_redirects=False,
                 timeout=self._timeout(request.timeout),
             ) as response:
-                content, truncated = await _read_capped(response, request.max_response_bytes)
+                limit = request.max_response_bytes
+                declared = response.content_length
+                if (
+                    declared is not None
+                    and declared <= limit
+                    and "Content-Encoding" not in response.headers
+                ):
+                    content, truncated = await response.read(), False
+                else:
+                    content, truncated = await _read_capped(response, limit)
         except self._errors as exc:
-            raise _error(exc, request.url, may_be_sent=progress.may_be_sent) from scrubbed(exc)
+            raise _error(exc, request.url, may_be_sent=progress[task]) from scrubbed(exc)
         finally:
-            _PROGRESS.reset(token)
+            del progress[task]
         return HTTPResponse(response.status, response.headers, content, truncated)
 
     async def aclose(self) -> None:
@@ -269,10 +277,10 @@ def _error(exc: BaseException, url: str, *, may_be_sent: bool) -> QuickchatError
 async def _read_capped(
     response: aiohttp.ClientResponse, limit: int = DEFAULT_MAX_RESPONSE_BYTES
 ) -> tuple[bytes, bool]:
-    """Read at most `limit` bytes of the (decoded) body; say whether more was left unread."""
-    declared = response.content_length
-    if declared is not None and declared <= limit and "Content-Encoding" not in response.headers:
-        return await response.read(), False
+    """Read at most `limit` bytes of the (decoded) body; say whether more was left unread.
+
+    `send` reads a body of a known, small enough length itself.
+    """
     chunks: list[bytes] = []
     size = 0
     stream = response.content

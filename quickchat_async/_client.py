@@ -99,7 +99,28 @@ class Flavor(str, enum.Enum):
 _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 #: A JSON string literal (what `_ENCODER` makes of a str), without the encoder's dispatch.
 _string: Final[Callable[[str], str]] = json.encoder.encode_basestring
-_decode: Final = json.loads
+#: json's C scanner of one value (an instance attribute of the decoder, untyped in typeshed).
+_scan_once: Final = cast(
+    "Callable[[str, int], tuple[object, int]]", vars(json.JSONDecoder())["scan_once"]
+)
+
+
+def _loads(content: bytes) -> object:
+    """`json.loads(content)`, without its encoding sniffing and regexes for a UTF-8 object.
+
+    Raises:
+        ValueError: not JSON (`json.JSONDecodeError`, or `UnicodeDecodeError`).
+    """
+    if content[:1] != b"{" or content[1:2] == b"\x00":  # not an object, or UTF-16/32
+        return json.loads(content)
+    text = content.decode()
+    try:
+        data, end = _scan_once(text, 0)
+    except StopIteration:
+        raise ValueError("not JSON") from None
+    if text[end:].strip(" \t\n\r"):
+        raise ValueError("extra data after the JSON value")
+    return data
 
 
 def _env(name: str) -> str | None:
@@ -679,8 +700,17 @@ class AsyncQuickchat:
             )
         try:
             # The first attempt runs outside stamina: nearly every turn succeeds at once, and
-            # entering a retry context costs more than the rest of the SDK's own work.
-            return await self._attempt(request, conv_id, 1)
+            # entering a retry context costs more than the rest of the SDK's own work. Without
+            # a rate limit and with a slot free, it goes straight to the transport.
+            limiter = self._limiter
+            if CURRENT_LIMITER.get() is None and limiter.take_nowait():
+                try:
+                    response = await self._transport.send(request)
+                finally:
+                    limiter.give()
+            else:
+                response = await self._send(request)
+            return self._reply(response, conv_id, 1)
         except QuickchatError as exc:
             if not self._max_retries or self._retry_delay(exc) is False:
                 raise
@@ -699,7 +729,7 @@ class AsyncQuickchat:
                     type(last).__name__,
                 )
                 try:
-                    return await self._attempt(request, conv_id, attempt.num)
+                    return self._reply(await self._send(request), conv_id, attempt.num)
                 except QuickchatError as exc:
                     last = exc
                     raise
@@ -717,8 +747,8 @@ class AsyncQuickchat:
             return self._retry_ambiguous
         return True
 
-    async def _attempt(self, request: ChatRequest, conv_id: str | None, num: int) -> Reply:
-        response = await self._send(request)
+    def _reply(self, response: HTTPResponse, conv_id: str | None, num: int) -> Reply:
+        """The reply of attempt `num`, or the error its response means."""
         status = response.status_code
         if not 200 <= status < 300:  # noqa: PLR2004
             raise error_from_response(response, url=self._url, secrets=self._secrets, attempts=num)
@@ -792,7 +822,7 @@ class AsyncQuickchat:
 def _parse_reply(content: bytes, conv_id: str | None) -> Reply | str:
     """The reply in a 2xx body, or why there is none."""
     try:
-        data: object = _decode(content)
+        data = _loads(content)
     except ValueError:
         return "its body is not JSON"
     if not isinstance(data, dict):

@@ -168,6 +168,7 @@ async def raw_aiohttp(url: str, total: int, in_flight: int) -> None:
         async def worker(n: int) -> None:
             for _ in range(n):
                 async with session.post(f"{url}/chat", json=BODY, headers=HEADERS) as response:
+                    assert response.status == 200  # the SDK checks the status too
                     assert (await response.json())["reply"]
 
         await asyncio.gather(*(worker(n) for n in split(total, in_flight)))
@@ -180,6 +181,7 @@ async def raw_httpx(url: str, total: int, in_flight: int) -> None:
         async def worker(n: int) -> None:
             for _ in range(n):
                 response = await client.post(f"{url}/chat", json=BODY, headers=HEADERS)
+                assert response.status_code == 200
                 assert response.json()["reply"]
 
         await asyncio.gather(*(worker(n) for n in split(total, in_flight)))
@@ -195,6 +197,7 @@ def seed_requests(url: str, total: int, in_flight: int) -> None:
             json=BODY,
             timeout=30,
         )
+        assert response.status_code == 200
         assert response.json()["reply"]
 
     with ThreadPoolExecutor(in_flight) as pool:
@@ -244,7 +247,13 @@ def measure(engine: str, url: str, total: int, in_flight: int) -> tuple[float, f
 
 
 async def latencies(url: str, count: int) -> dict[str, float]:
-    """Median seconds per request, one at a time, raw and through the SDK (interleaved)."""
+    """Median seconds per request, one at a time, raw and through the SDK.
+
+    Each SDK client is interleaved with the raw client it wraps, first one then the other
+    leading: whatever runs right after a slow httpx request pays for its cache misses, which
+    once showed as +12% for the SDK on aiohttp that the same requests in the other order
+    did not show.
+    """
     samples: dict[str, list[float]] = {k: [] for k in ENGINES if k != "requests (seed snippet)"}
     async with (
         aiohttp.ClientSession() as session,
@@ -260,10 +269,13 @@ async def latencies(url: str, count: int) -> dict[str, float]:
 
         async def one_aiohttp() -> None:
             async with session.post(f"{url}/chat", json=BODY, headers=HEADERS) as response:
+                assert response.status == 200
                 await response.json()
 
         async def one_httpx() -> None:
-            (await client.post(f"{url}/chat", json=BODY, headers=HEADERS)).json()
+            response = await client.post(f"{url}/chat", json=BODY, headers=HEADERS)
+            assert response.status_code == 200
+            response.json()
 
         steps = {
             "raw aiohttp": one_aiohttp,
@@ -274,11 +286,13 @@ async def latencies(url: str, count: int) -> dict[str, float]:
         for step in steps.values():  # warm up: connect, first-use costs
             for _ in range(20):
                 await step()
-        for _ in range(count):
-            for name, step in steps.items():
-                start = time.perf_counter()
-                await step()
-                samples[name].append(time.perf_counter() - start)
+        pairs = [("raw aiohttp", "SDK on aiohttp"), ("raw httpx", "SDK on httpx")]
+        for pair in pairs:
+            for n in range(count):
+                for name in pair if n % 2 else reversed(pair):
+                    start = time.perf_counter()
+                    await steps[name]()
+                    samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

@@ -7,7 +7,6 @@ import ipaddress
 import json
 import logging
 import os
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Literal, cast
@@ -35,6 +34,7 @@ from ._exceptions import (
 from ._fanout import FanOut, FanOutResult, Job
 from ._models import JSONValue, Reply
 from ._ratelimit import CURRENT_LIMITER, RateLimiter
+from ._slots import Slots
 from ._transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
     USER_AGENT,
@@ -248,48 +248,6 @@ def _resolve_headers(default_headers: object) -> dict[str, str]:
     return headers
 
 
-class _Slots:
-    """The client's connection slots: a FIFO semaphore whose uncontended path never awaits.
-
-    Waiting for a slot happens here, outside the HTTP engine, in call order. A waiter that is
-    handed a slot as it is cancelled passes the slot on.
-    """
-
-    __slots__ = ("_free", "_waiters", "total")
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self._free = total
-        self._waiters: deque[anyio.Event] = deque()
-
-    def take_nowait(self) -> bool:
-        """Take a free slot if there is one and nobody is queued for it."""
-        if self._free and not self._waiters:
-            self._free -= 1
-            return True
-        return False
-
-    async def take(self) -> None:
-        """Queue for a slot; `give()` hands it over directly."""
-        event = anyio.Event()
-        self._waiters.append(event)
-        try:
-            await event.wait()
-        except BaseException:
-            if event.is_set():  # handed a slot just as it was cancelled: pass it on
-                self.give()
-            else:
-                self._waiters.remove(event)
-            raise
-
-    def give(self) -> None:
-        """Return a slot: to the first waiter if any, else to the free ones."""
-        if self._waiters:
-            self._waiters.popleft().set()
-        else:
-            self._free += 1
-
-
 class _State(enum.Enum):
     UNOPENED = "unopened"
     OPENED = "opened"
@@ -389,7 +347,7 @@ class AsyncQuickchat:
         if isinstance(user_agent, str) and self._headers.get("User-Agent") == USER_AGENT:
             self._headers["User-Agent"] = user_agent
         # Waiting for a free connection happens here, outside the HTTP engine, in call order.
-        self._limiter = _Slots(max_connections)
+        self._limiter = Slots(max_connections)
         self._state = _State.UNOPENED
 
     def _install(self, secret: _Secret) -> None:

@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, cast
 
-import anyio
 import attrs
 
 from ._exceptions import QuickchatError, UnconfirmedStartError, ValidationError
 from ._models import JSONValue, Reply, Turn, TurnStatus
+from ._slots import Slots
 from ._validation import (
     check_context,
     check_conv_id,
@@ -100,7 +100,7 @@ class Conversation:
         self._last_ord: int | None = None
         # Created on the first say(): an idle conversation stays small, and the lock binds to
         # the event loop that uses it.
-        self._lock: anyio.Lock | None = None
+        self._lock: Slots | None = None
 
     # --- state --------------------------------------------------------------------------------
 
@@ -171,7 +171,7 @@ class Conversation:
 
     def _started(self) -> bool:
         """Whether the server may already know this conversation's first request."""
-        return self._conv_id is not None or (self._lock is not None and self._lock.locked())
+        return self._conv_id is not None or (self._lock is not None and self._lock.in_use > 0)
 
     def __repr__(self) -> str:
         topic = f" kb_topic={self._kb_topic!r}" if self._kb_topic is not None else ""
@@ -206,8 +206,9 @@ class Conversation:
         turn_metadata = check_metadata(metadata) if metadata is not None else None
         lock = self._lock
         if lock is None:
-            lock = self._lock = anyio.Lock(fast_acquire=True)
-        await lock.acquire()  # `async with lock`, without the wrapper's two coroutines
+            lock = self._lock = Slots(1)
+        if not lock.take_nowait():  # one turn at a time, in call order
+            await lock.take()
         try:
             conv_id = self._conv_id
             if conv_id is None and self._pending:
@@ -259,7 +260,7 @@ class Conversation:
             )
             return reply
         finally:
-            lock.release()
+            lock.give()
 
     def start_over(self) -> None:
         """Accept that the unconfirmed first message is lost to this conversation.

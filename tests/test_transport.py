@@ -24,7 +24,7 @@ from quickchat_async import (
     HttpxTransport,
     Timeout,
 )
-from quickchat_async._client import _Slots
+from quickchat_async._slots import Slots
 
 from .conftest import API_KEY, SCENARIO_ID, TOKEN, library_frames_with_locals
 
@@ -352,7 +352,7 @@ class TestSlots:
 
     async def test_slot_handed_to_a_cancelled_waiter_is_passed_on(self):
         """A waiter cancelled just as it is handed a slot passes it on; no slot is lost."""
-        slots = _Slots(1)
+        slots = Slots(1)
         assert slots.take_nowait()
         got: list[str] = []
         scope = anyio.CancelScope()

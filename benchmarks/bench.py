@@ -8,8 +8,10 @@ same POSTs with the same JSON body, `--in-flight` at once; the table shows reque
 CPU seconds, and each rate as a ratio to raw aiohttp and to raw httpx. Absolute numbers vary a
 lot between machines and runs: compare the ratios, measured together.
 
-Then: latency at one request in flight (median of sequential requests), and memory: bytes per
-idle Conversation, bytes per history turn, and the peak RSS of a process holding 100,000
+Then: latency at one request in flight (median of sequential requests); the SDK on aiohttp cut
+layer by layer (the transport alone, the stateless `client.say`, `Conversation.say` with and
+without its history, with the garbage collector off), to show where its time goes; and memory:
+bytes per idle Conversation, bytes per history turn, and the peak RSS of a process holding 100,000
 conversations.
 """
 
@@ -168,6 +170,7 @@ async def raw_aiohttp(url: str, total: int, in_flight: int) -> None:
         async def worker(n: int) -> None:
             for _ in range(n):
                 async with session.post(f"{url}/chat", json=BODY, headers=HEADERS) as response:
+                    assert response.status == 200  # the SDK checks the status too
                     assert (await response.json())["reply"]
 
         await asyncio.gather(*(worker(n) for n in split(total, in_flight)))
@@ -180,6 +183,7 @@ async def raw_httpx(url: str, total: int, in_flight: int) -> None:
         async def worker(n: int) -> None:
             for _ in range(n):
                 response = await client.post(f"{url}/chat", json=BODY, headers=HEADERS)
+                assert response.status_code == 200
                 assert response.json()["reply"]
 
         await asyncio.gather(*(worker(n) for n in split(total, in_flight)))
@@ -195,6 +199,7 @@ def seed_requests(url: str, total: int, in_flight: int) -> None:
             json=BODY,
             timeout=30,
         )
+        assert response.status_code == 200
         assert response.json()["reply"]
 
     with ThreadPoolExecutor(in_flight) as pool:
@@ -218,6 +223,54 @@ def sdk(transport: str) -> Callable[[str, int, int], Awaitable[None]]:
     return run
 
 
+def layer(kind: str) -> Callable[[str, int, int], Awaitable[None]]:
+    """The SDK on aiohttp cut at one layer, to see what each layer costs (`ANATOMY`)."""
+
+    async def run(url: str, total: int, in_flight: int) -> None:
+        client = AsyncQuickchat(
+            token=TOKEN,
+            scenario_id=SCENARIO_ID,
+            base_url=url,
+            transport="aiohttp",
+            max_connections=in_flight,
+        )
+        request = client._request("Hello!", "bench-conv", {}, None)  # noqa: SLF001
+
+        async def worker(n: int) -> None:
+            conversation = client.conversation(max_history=1 if kind == "history-1" else None)
+            for _ in range(n):
+                if kind == "transport":
+                    response = await client.transport.send(request)
+                    assert response.status_code == 200
+                    assert json.loads(response.content)["reply"]
+                elif kind == "client":
+                    assert (await client.say("Hello!", conv_id="bench-conv")).html
+                else:
+                    assert (await conversation.say("Hello!")).html
+
+        enabled = gc.isenabled()
+        if kind == "no-gc":
+            gc.disable()
+        try:
+            async with client:
+                await asyncio.gather(*(worker(n) for n in split(total, in_flight)))
+        finally:
+            if enabled:
+                gc.enable()
+
+    return run
+
+
+#: The SDK on aiohttp, one layer at a time: what separates it from raw aiohttp.
+ANATOMY: dict[str, Callable[[str, int, int], Awaitable[None]]] = {
+    "AiohttpTransport.send (request built once)": layer("transport"),
+    "client.say (stateless)": layer("client"),
+    "Conversation.say, max_history=1": layer("history-1"),
+    "Conversation.say, whole history kept": layer("history"),
+    "Conversation.say, whole history, gc disabled": layer("no-gc"),
+}
+
+
 ENGINES: dict[str, Callable[[str, int, int], object]] = {
     "raw aiohttp": raw_aiohttp,
     "raw httpx": raw_httpx,
@@ -229,7 +282,7 @@ ENGINES: dict[str, Callable[[str, int, int], object]] = {
 
 def measure(engine: str, url: str, total: int, in_flight: int) -> tuple[float, float]:
     """Requests per second and CPU seconds of this process (threads included)."""
-    run = ENGINES[engine]
+    run = ENGINES.get(engine) or ANATOMY[engine]
     gc.collect()
     cpu, wall = time.process_time(), time.perf_counter()
     if asyncio.iscoroutinefunction(run):
@@ -244,7 +297,13 @@ def measure(engine: str, url: str, total: int, in_flight: int) -> tuple[float, f
 
 
 async def latencies(url: str, count: int) -> dict[str, float]:
-    """Median seconds per request, one at a time, raw and through the SDK (interleaved)."""
+    """Median seconds per request, one at a time, raw and through the SDK.
+
+    Each SDK client is interleaved with the raw client it wraps, first one then the other
+    leading: whatever runs right after a slow httpx request pays for its cache misses, which
+    once showed as +12% for the SDK on aiohttp that the same requests in the other order
+    did not show.
+    """
     samples: dict[str, list[float]] = {k: [] for k in ENGINES if k != "requests (seed snippet)"}
     async with (
         aiohttp.ClientSession() as session,
@@ -260,10 +319,13 @@ async def latencies(url: str, count: int) -> dict[str, float]:
 
         async def one_aiohttp() -> None:
             async with session.post(f"{url}/chat", json=BODY, headers=HEADERS) as response:
+                assert response.status == 200
                 await response.json()
 
         async def one_httpx() -> None:
-            (await client.post(f"{url}/chat", json=BODY, headers=HEADERS)).json()
+            response = await client.post(f"{url}/chat", json=BODY, headers=HEADERS)
+            assert response.status_code == 200
+            response.json()
 
         steps = {
             "raw aiohttp": one_aiohttp,
@@ -274,12 +336,24 @@ async def latencies(url: str, count: int) -> dict[str, float]:
         for step in steps.values():  # warm up: connect, first-use costs
             for _ in range(20):
                 await step()
-        for _ in range(count):
-            for name, step in steps.items():
-                start = time.perf_counter()
-                await step()
-                samples[name].append(time.perf_counter() - start)
+        pairs = [("raw aiohttp", "SDK on aiohttp"), ("raw httpx", "SDK on httpx")]
+        for pair in pairs:
+            for n in range(count):
+                for name in pair if n % 2 else reversed(pair):
+                    start = time.perf_counter()
+                    await steps[name]()
+                    samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def layers(url: str, total: int, in_flight: int, rounds: int) -> dict[str, float]:
+    """Requests per second of each layer of `ANATOMY`, in rounds interleaved with raw aiohttp."""
+    rates: dict[str, float] = {}
+    for _ in range(rounds):
+        for engine in ["raw aiohttp", *ANATOMY]:
+            rate = measure(engine, url, total, in_flight)[0]
+            rates[engine] = max(rates.get(engine, rate), rate)
+    return rates
 
 
 # --- memory -------------------------------------------------------------------------------------
@@ -370,6 +444,7 @@ def main() -> None:
             rates[engine] = max(rates.get(engine, rate), rate)
         rates = {engine: rates[engine] for engine in ENGINES}
         lat = asyncio.run(latencies(url, args.latency_requests))
+        anatomy = layers(url, total, in_flight, args.rounds)
 
     base_a, base_h = rates["raw aiohttp"][0], rates["raw httpx"][0]
     print("| client | requests/s | CPU s | vs raw aiohttp | vs raw httpx |")
@@ -385,6 +460,11 @@ def main() -> None:
         raw = lat["raw aiohttp"] if "aiohttp" in engine else lat["raw httpx"]
         added = f"{(seconds - raw) / raw:+.1%}" if engine.startswith("SDK") else ""
         print(f"| {engine} | {seconds * 1e6:.0f} µs | {added} |")
+
+    print(f"\n| the SDK on aiohttp, layer by layer, {in_flight} in flight | requests/s | vs raw |")
+    print("|---|---:|---:|")
+    for engine, rate in anatomy.items():
+        print(f"| {engine} | {rate:.0f} | {rate / anatomy['raw aiohttp']:.2f}x |")
 
     per_conv, per_turn = memory_per_object()
     rss = peak_rss_100k()
@@ -420,6 +500,7 @@ def main() -> None:
                     "in_flight": in_flight,
                     "rates": rates,
                     "latency_s": lat,
+                    "anatomy": anatomy,
                     "bytes_per_conversation": per_conv,
                     "bytes_per_turn": per_turn,
                     "peak_rss_100k": rss,

@@ -11,16 +11,24 @@ Install it with ``pip install "quickchat-async[aiohttp]"`` and pick it with
 
 from __future__ import annotations
 
-import contextvars
+import asyncio
 import functools
+import math
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-import anyio
 import sniffio
 
-from ._exceptions import ClientClosedError, map_aiohttp_errors
+from ._exceptions import (
+    ClientClosedError,
+    QuickchatError,
+    connection_error,
+    error_from_aiohttp,
+    scrubbed,
+)
 from ._transport import DEFAULT_MAX_RESPONSE_BYTES, ChatRequest, HTTPResponse, Timeout
+from ._version import __version__
 
 
 if TYPE_CHECKING:
@@ -58,42 +66,35 @@ def _require_asyncio(*, running: bool) -> None:
         raise RuntimeError(_ASYNCIO_ONLY.format(library=library))
 
 
-class _Progress:
-    """Whether any byte of the request may have gone out: False while (re)connecting."""
-
-    __slots__ = ("may_be_sent",)
-
-    def __init__(self) -> None:
-        self.may_be_sent = True
-
-    def __call__(self) -> bool:
-        return self.may_be_sent
-
-
-#: The progress of the request the current task is sending, read by the connector.
-_PROGRESS: contextvars.ContextVar[_Progress | None] = contextvars.ContextVar(
-    "quickchat_async_aiohttp_progress", default=None
-)
+#: Requests being sent, by task: whether any byte may have gone out (False while connecting).
+#: One dict per owned session; a task sends one request at a time.
+_Progress: TypeAlias = "dict[asyncio.Task[Any] | None, bool]"
 
 
 @functools.cache
-def _connector_class() -> type[aiohttp.TCPConnector]:
-    """A TCPConnector that tells the request's `_Progress` when it is connecting."""
+def _connector_class() -> Callable[[_Progress, int], aiohttp.TCPConnector]:
+    """A TCPConnector that records in its `progress` when a request's task is connecting."""
     import aiohttp  # noqa: PLC0415 -- an optional extra
 
     class _TrackingConnector(aiohttp.TCPConnector):
+        def __init__(self, progress: _Progress, limit: int) -> None:
+            # aiohttp types one parameter (socket_factory) with a bare tuple.
+            super().__init__(limit=limit, limit_per_host=0)  # pyright: ignore[reportUnknownMemberType]
+            self.progress = progress
+
         async def connect(
             self,
             req: aiohttp.ClientRequest,
             traces: list[aiohttp.tracing.Trace],
-            timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 -- aiohttp's own signature
+            timeout: aiohttp.ClientTimeout,
         ) -> aiohttp.connector.Connection:
-            progress = _PROGRESS.get()
-            if progress is not None:
-                progress.may_be_sent = False
+            progress = self.progress
+            task = asyncio.current_task()
+            if task not in progress:  # not a request of `send` (the session used directly)
+                return await super().connect(req, traces, timeout)
+            progress[task] = False
             connection = await super().connect(req, traces, timeout)
-            if progress is not None:
-                progress.may_be_sent = True
+            progress[task] = True
             return connection
 
     return _TrackingConnector
@@ -103,11 +104,14 @@ class AiohttpTransport:
     """A transport on `aiohttp.ClientSession`, for fan-out at several times httpx's rate.
 
     asyncio only. The session is created on the first request, in the running event loop.
+    aiohttp itself keeps the attempt's deadline (`ClientTimeout(total=...)`, which also covers
+    reading the body), so no second timer runs per request.
 
     Args:
         session: a caller-owned session (proxies, TLS, tracing); the transport never closes it
-            unless `close_session` says so. A caller's session does not tell connection set-up
-            from sending, so a deadline hit with it counts as "may have been sent".
+            unless `close_session` says so. Its timeout is replaced by the request's. A
+            caller's session does not tell connection set-up from sending, so a deadline hit
+            with it counts as "may have been sent".
         max_connections: the size of the connection pool of an owned session.
         close_session: hand `session` over: `aclose()` closes it too.
 
@@ -116,7 +120,17 @@ class AiohttpTransport:
         RuntimeError: created inside an event loop other than asyncio's (trio).
     """
 
-    __slots__ = ("_closed", "_max_connections", "_owns_session", "_session", "_timeouts")
+    __slots__ = (
+        "_closed",
+        "_errors",
+        "_last",
+        "_max_connections",
+        "_owns_session",
+        "_progress",
+        "_session",
+        "_timeouts",
+        "user_agent",
+    )
 
     def __init__(
         self,
@@ -127,11 +141,18 @@ class AiohttpTransport:
     ) -> None:
         _require_aiohttp()
         _require_asyncio(running=False)
+        import aiohttp  # noqa: PLC0415 -- an optional extra
+
+        #: The User-Agent the client sends through this transport (unless default_headers set one).
+        self.user_agent = f"quickchat-async/{__version__} aiohttp/{aiohttp.__version__}"
         self._session = session
         self._owns_session = session is None or close_session
         self._max_connections = max_connections
         self._closed = False
+        self._progress: _Progress = {}
+        self._errors: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError)
         self._timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
+        self._last: tuple[Timeout, aiohttp.ClientTimeout] | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._session is not None else "unopened"
@@ -146,7 +167,7 @@ class AiohttpTransport:
         import aiohttp  # noqa: PLC0415 -- an optional extra
 
         _require_asyncio(running=True)
-        connector = _connector_class()(limit=self._max_connections, limit_per_host=0)
+        connector = _connector_class()(self._progress, self._max_connections)
         self._session = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),  # conversations must not share cookies
@@ -156,14 +177,24 @@ class AiohttpTransport:
         return self._session
 
     def _timeout(self, timeout: Timeout) -> aiohttp.ClientTimeout:
-        """The connect limit for aiohttp; the SDK keeps the total deadline itself."""
+        """The same limits as aiohttp's: `total` for the whole attempt, `sock_connect`.
+
+        `ceil_threshold=inf` keeps the deadline exact (aiohttp rounds long ones up to the next
+        second otherwise).
+        """
+        last = self._last
+        if last is not None and last[0] is timeout:  # nearly always: the client's own Timeout
+            return last[1]
         found = self._timeouts.get(timeout)
         if found is None:
             import aiohttp  # noqa: PLC0415 -- an optional extra
 
-            found = aiohttp.ClientTimeout(total=None, sock_connect=timeout.connect)
+            found = aiohttp.ClientTimeout(
+                total=timeout.total, sock_connect=timeout.connect, ceil_threshold=math.inf
+            )
             if len(self._timeouts) < 64:  # noqa: PLR2004 -- deadlines shortened by slot waits vary
                 self._timeouts[timeout] = found
+        self._last = (timeout, found)
         return found
 
     async def send(self, request: ChatRequest, /) -> HTTPResponse:
@@ -177,23 +208,30 @@ class AiohttpTransport:
         if self._closed:
             raise ClientClosedError("This AiohttpTransport is closed.")
         session = self._session or self._open()
-        progress = _Progress()
-        token = _PROGRESS.set(progress)
+        progress, task = self._progress, asyncio.current_task()
+        progress[task] = True
         try:
-            with (
-                map_aiohttp_errors(url=request.url, may_be_sent=progress),
-                anyio.fail_after(request.timeout.total),
-            ):
-                async with session.post(
-                    request.url,
-                    data=request.body,
-                    headers=request.headers,
-                    allow_redirects=False,
-                    timeout=self._timeout(request.timeout),
-                ) as response:
-                    content, truncated = await _read_capped(response, request.max_response_bytes)
+            async with session.post(
+                request.url,
+                data=request.body,
+                headers=request.headers,
+                allow_redirects=False,
+                timeout=self._timeout(request.timeout),
+            ) as response:
+                limit = request.max_response_bytes
+                declared = response.content_length
+                if (
+                    declared is not None
+                    and declared <= limit
+                    and "Content-Encoding" not in response.headers
+                ):
+                    content, truncated = await response.read(), False
+                else:
+                    content, truncated = await _read_capped(response, limit)
+        except self._errors as exc:
+            raise _error(exc, request.url, may_be_sent=progress[task]) from scrubbed(exc)
         finally:
-            _PROGRESS.reset(token)
+            del progress[task]
         return HTTPResponse(response.status, response.headers, content, truncated)
 
     async def aclose(self) -> None:
@@ -216,13 +254,33 @@ class AiohttpTransport:
         await self.aclose()
 
 
+def _error(exc: BaseException, url: str, *, may_be_sent: bool) -> QuickchatError:
+    """Translate what `send` caught.
+
+    When the deadline (`ClientTimeout.total`) ends, aiohttp cancels what it was doing and
+    raises a bare `TimeoutError`; the connector's tracking tells whether that was before any
+    byte of the request could go out.
+    """
+    import aiohttp  # noqa: PLC0415 -- an optional extra
+
+    if isinstance(exc, aiohttp.ClientError):
+        return error_from_aiohttp(exc, url=url, may_be_sent=may_be_sent)
+    return connection_error(
+        url=url,
+        action="ran out of time (the per-attempt deadline) talking to",
+        cause=exc,
+        sent=may_be_sent,
+        timeout=True,
+    )
+
+
 async def _read_capped(
     response: aiohttp.ClientResponse, limit: int = DEFAULT_MAX_RESPONSE_BYTES
 ) -> tuple[bytes, bool]:
-    """Read at most `limit` bytes of the (decoded) body; say whether more was left unread."""
-    declared = response.content_length
-    if declared is not None and declared <= limit and "Content-Encoding" not in response.headers:
-        return await response.read(), False
+    """Read at most `limit` bytes of the (decoded) body; say whether more was left unread.
+
+    `send` reads a body of a known, small enough length itself.
+    """
     chunks: list[bytes] = []
     size = 0
     stream = response.content

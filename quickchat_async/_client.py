@@ -34,6 +34,7 @@ from ._exceptions import (
 from ._fanout import FanOut, FanOutResult, Job
 from ._models import JSONValue, Reply
 from ._ratelimit import CURRENT_LIMITER, RateLimiter
+from ._slots import Slots
 from ._transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
     USER_AGENT,
@@ -96,7 +97,30 @@ class Flavor(str, enum.Enum):
 
 
 _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-_decode: Final = json.loads
+#: A JSON string literal (what `_ENCODER` makes of a str), without the encoder's dispatch.
+_string: Final[Callable[[str], str]] = json.encoder.encode_basestring
+#: json's C scanner of one value (an instance attribute of the decoder, untyped in typeshed).
+_scan_once: Final = cast(
+    "Callable[[str, int], tuple[object, int]]", vars(json.JSONDecoder())["scan_once"]
+)
+
+
+def _loads(content: bytes) -> object:
+    """`json.loads(content)`, without its encoding sniffing and regexes for a UTF-8 object.
+
+    Raises:
+        ValueError: not JSON (`json.JSONDecodeError`, or `UnicodeDecodeError`).
+    """
+    if content[:1] != b"{" or content[1:2] == b"\x00":  # not an object, or UTF-16/32
+        return json.loads(content)
+    text = content.decode()
+    try:
+        data, end = _scan_once(text, 0)
+    except StopIteration:
+        raise ValueError("not JSON") from None
+    if text[end:].strip(" \t\n\r"):
+        raise ValueError("extra data after the JSON value")
+    return data
 
 
 def _env(name: str) -> str | None:
@@ -218,6 +242,8 @@ def _resolve_headers(default_headers: object) -> dict[str, str]:
             raise ValidationError(
                 f"default_headers may not set {name}: the SDK sets it (pass token= for auth)."
             )
+        if name.lower() == "user-agent":  # the caller's, in whatever spelling, replaces ours
+            headers.pop("User-Agent", None)
         headers[name] = value
     return headers
 
@@ -264,7 +290,7 @@ class AsyncQuickchat:
     """
 
     __slots__ = (
-        "_api_key_prefix",
+        "_body_prefix",
         "_flavor",
         "_headers",
         "_limiter",
@@ -317,19 +343,23 @@ class AsyncQuickchat:
         self._install(secret)
 
         self._transport = _resolve_transport(transport, http_client, max_connections)
+        user_agent = getattr(self._transport, "user_agent", None)  # the aiohttp one names aiohttp
+        if isinstance(user_agent, str) and self._headers.get("User-Agent") == USER_AGENT:
+            self._headers["User-Agent"] = user_agent
         # Waiting for a free connection happens here, outside the HTTP engine, in call order.
-        self._limiter = anyio.CapacityLimiter(max_connections)
+        self._limiter = Slots(max_connections)
         self._state = _State.UNOPENED
 
     def _install(self, secret: _Secret) -> None:
         """Put the credential where requests need it; nothing after this can fail."""
         value = str(secret.reveal())
         self._secrets = (value,)
+        # Every body starts the same way; the api_key of the legacy flavor goes first.
+        self._body_prefix = '{"scenario_id":' + _string(self._scenario_id)
         if self._flavor is Flavor.CURRENT:
             self._headers["Authorization"] = f"Bearer {value}"
-            self._api_key_prefix = b""
         else:
-            self._api_key_prefix = b'{"api_key":' + _ENCODER.encode(value).encode() + b","
+            self._body_prefix = '{"api_key":' + _string(value) + "," + self._body_prefix[1:]
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -597,21 +627,25 @@ class AsyncQuickchat:
         client_metadata: Mapping[str, JSONValue],
         message_context: str | None,
     ) -> ChatRequest:
-        """Encode the body in the documented field order; the api_key is spliced in last."""
-        body: dict[str, object] = {"scenario_id": self._scenario_id}
+        """Encode the body in the documented field order, as `_ENCODER` would, piece by piece."""
+        body = self._body_prefix
         if conv_id is not None:
-            body["conv_id"] = conv_id
-        body["text"] = text
+            body += ',"conv_id":' + _string(conv_id)
+        body += ',"text":' + _string(text)
         if message_context is not None:
-            body["message_context"] = message_context
+            body += ',"message_context":' + _string(message_context)
         if client_metadata:
-            body["client_metadata"] = client_metadata
+            try:
+                body += ',"client_metadata":' + _ENCODER.encode(client_metadata)
+            except (TypeError, ValueError) as exc:  # values changed after they were checked
+                raise ValidationError(f"client_metadata values must be JSON: {exc}.") from None
         try:
-            encoded = _ENCODER.encode(body).encode()
-        except (TypeError, ValueError) as exc:  # values changed after they were checked
-            raise ValidationError(f"client_metadata values must be JSON: {exc}.") from None
-        if self._api_key_prefix:
-            encoded = self._api_key_prefix + encoded[1:]
+            encoded = (body + "}").encode()
+        except UnicodeEncodeError:
+            raise ValidationError(
+                "The message holds a lone surrogate (a half of a UTF-16 pair, such as '\\ud800') "
+                "and cannot be sent as UTF-8; check how the text was decoded."
+            ) from None
         return ChatRequest(
             self._url, self._headers, encoded, self._timeout, self._max_response_bytes
         )
@@ -624,8 +658,17 @@ class AsyncQuickchat:
             )
         try:
             # The first attempt runs outside stamina: nearly every turn succeeds at once, and
-            # entering a retry context costs more than the rest of the SDK's own work.
-            return await self._attempt(request, conv_id, 1)
+            # entering a retry context costs more than the rest of the SDK's own work. Without
+            # a rate limit and with a slot free, it goes straight to the transport.
+            limiter = self._limiter
+            if CURRENT_LIMITER.get() is None and limiter.take_nowait():
+                try:
+                    response = await self._transport.send(request)
+                finally:
+                    limiter.give()
+            else:
+                response = await self._send(request)
+            return self._reply(response, conv_id, 1)
         except QuickchatError as exc:
             if not self._max_retries or self._retry_delay(exc) is False:
                 raise
@@ -644,7 +687,7 @@ class AsyncQuickchat:
                     type(last).__name__,
                 )
                 try:
-                    return await self._attempt(request, conv_id, attempt.num)
+                    return self._reply(await self._send(request), conv_id, attempt.num)
                 except QuickchatError as exc:
                     last = exc
                     raise
@@ -662,8 +705,8 @@ class AsyncQuickchat:
             return self._retry_ambiguous
         return True
 
-    async def _attempt(self, request: ChatRequest, conv_id: str | None, num: int) -> Reply:
-        response = await self._send(request)
+    def _reply(self, response: HTTPResponse, conv_id: str | None, num: int) -> Reply:
+        """The reply of attempt `num`, or the error its response means."""
         status = response.status_code
         if not 200 <= status < 300:  # noqa: PLR2004
             raise error_from_response(response, url=self._url, secrets=self._secrets, attempts=num)
@@ -686,23 +729,21 @@ class AsyncQuickchat:
         if rate is not None:
             await rate.acquire()
         limiter = self._limiter
-        try:
-            limiter.acquire_nowait()
-        except anyio.WouldBlock:
+        if not limiter.take_nowait():
             total = request.timeout.total
             start = anyio.current_time()
             with anyio.move_on_after(total) as waiting:
-                await limiter.acquire()
+                await limiter.take()
             remaining = None if total is None else total - (anyio.current_time() - start)
             if waiting.cancelled_caught or (remaining is not None and remaining <= 0):
                 if not waiting.cancelled_caught:
                     # The slot came just as the deadline ran out. An attempt with no time left
                     # could only fail, perhaps after the message reached the server: unsent is
                     # better.
-                    limiter.release()
+                    limiter.give()
                 raise APITimeoutError(
                     f"The SDK timed out after {total:g} s waiting for one of its "
-                    f"{limiter.total_tokens:g} connection slots to {self._url}. {_UNSENT} Raise "
+                    f"{limiter.total:g} connection slots to {self._url}. {_UNSENT} Raise "
                     "max_connections or the timeout, or send less at once.",
                     url=self._url,
                 ) from None
@@ -713,7 +754,7 @@ class AsyncQuickchat:
         try:
             return await self._transport.send(request)
         finally:
-            limiter.release()
+            limiter.give()
 
     def _decode(self, response: HTTPResponse, conv_id: str | None) -> Reply:
         """Read the documented JSON: `reply`, `conv_id`, `ord_number`, `src`.
@@ -739,7 +780,7 @@ class AsyncQuickchat:
 def _parse_reply(content: bytes, conv_id: str | None) -> Reply | str:
     """The reply in a 2xx body, or why there is none."""
     try:
-        data: object = _decode(content)
+        data = _loads(content)
     except ValueError:
         return "its body is not JSON"
     if not isinstance(data, dict):

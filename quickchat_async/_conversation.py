@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, cast
 
-import anyio
 import attrs
 
 from ._exceptions import QuickchatError, UnconfirmedStartError, ValidationError
 from ._models import JSONValue, Reply, Turn, TurnStatus
+from ._slots import Slots
 from ._validation import (
     check_context,
     check_conv_id,
@@ -37,6 +37,7 @@ __all__ = ["SNAPSHOT_VERSION", "Conversation"]
 SNAPSHOT_VERSION: Final = 1
 _SNAPSHOT_KIND: Final = "quickchat-async/conversation"
 _UTC: Final = dt.timezone.utc
+_NO_METADATA: Final[Mapping[str, JSONValue]] = MappingProxyType({})
 
 logger = logging.getLogger("quickchat_async")
 
@@ -99,7 +100,7 @@ class Conversation:
         self._last_ord: int | None = None
         # Created on the first say(): an idle conversation stays small, and the lock binds to
         # the event loop that uses it.
-        self._lock: anyio.Lock | None = None
+        self._lock: Slots | None = None
 
     # --- state --------------------------------------------------------------------------------
 
@@ -170,7 +171,7 @@ class Conversation:
 
     def _started(self) -> bool:
         """Whether the server may already know this conversation's first request."""
-        return self._conv_id is not None or (self._lock is not None and self._lock.locked())
+        return self._conv_id is not None or (self._lock is not None and self._lock.in_use > 0)
 
     def __repr__(self) -> str:
         topic = f" kb_topic={self._kb_topic!r}" if self._kb_topic is not None else ""
@@ -203,9 +204,12 @@ class Conversation:
         check_text(text)
         check_context(context)
         turn_metadata = check_metadata(metadata) if metadata is not None else None
-        if self._lock is None:
-            self._lock = anyio.Lock(fast_acquire=True)
-        async with self._lock:
+        lock = self._lock
+        if lock is None:
+            lock = self._lock = Slots(1)
+        if not lock.take_nowait():  # one turn at a time, in call order
+            await lock.take()
+        try:
             conv_id = self._conv_id
             if conv_id is None and self._pending:
                 raise UnconfirmedStartError(
@@ -255,6 +259,8 @@ class Conversation:
                 )
             )
             return reply
+        finally:
+            lock.give()
 
     def start_over(self) -> None:
         """Accept that the unconfirmed first message is lost to this conversation.
@@ -304,8 +310,12 @@ class Conversation:
         settled = {id(turn): attrs.evolve(turn, status=status) for turn in pending}
         self._history = [settled.get(id(turn), turn) for turn in self._history]
 
-    def _client_metadata(self, turn_metadata: dict[str, JSONValue] | None) -> dict[str, JSONValue]:
+    def _client_metadata(
+        self, turn_metadata: dict[str, JSONValue] | None
+    ) -> Mapping[str, JSONValue]:
         """The conversation's metadata, the turn's over it, then kb_topic; at most 5 keys."""
+        if not turn_metadata and not self._metadata and self._kb_topic is None:
+            return _NO_METADATA  # most turns: one shared, read-only empty mapping
         merged = {**self._metadata, **turn_metadata} if turn_metadata else dict(self._metadata)
         if self._kb_topic is not None:
             merged["kb_topic"] = self._kb_topic

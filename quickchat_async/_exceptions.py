@@ -570,29 +570,6 @@ def error_from_aiohttp(exc: BaseException, *, url: str, may_be_sent: bool) -> Qu
     )
 
 
-@contextlib.contextmanager
-def map_aiohttp_errors(*, url: str, may_be_sent: Callable[[], bool]) -> Generator[None]:
-    """Translate aiohttp and deadline errors raised inside the block, as `map_httpx_errors` does.
-
-    `may_be_sent()` is asked at failure time: the aiohttp transport follows whether the
-    connection was established, which tells a failure before sending from an ambiguous one.
-    """
-    import aiohttp  # noqa: PLC0415 -- an optional extra; only its transport calls this
-
-    try:
-        yield
-    except aiohttp.ClientError as exc:
-        raise error_from_aiohttp(exc, url=url, may_be_sent=may_be_sent()) from scrubbed(exc)
-    except TimeoutError as exc:  # the SDK's own per-attempt deadline (anyio.fail_after)
-        raise connection_error(
-            url=url,
-            action="ran out of time (the per-attempt deadline) talking to",
-            cause=exc,
-            sent=may_be_sent(),
-            timeout=True,
-        ) from scrubbed(exc)
-
-
 def scrubbed(exc: BaseException) -> BaseException:
     """Clear the local variables of the HTTP engine's frames in `exc` and its chain.
 

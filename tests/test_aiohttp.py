@@ -31,6 +31,7 @@ from quickchat_async import (
     UnexpectedResponseError,
 )
 from quickchat_async._exceptions import error_from_aiohttp
+from quickchat_async._version import __version__
 from quickchat_async.emulator import EmulatorService, Fault, ServerHandle, serve
 from quickchat_async.testing import Emulator
 
@@ -210,6 +211,38 @@ class TestRawResponses:
                 await client.say("Hello")
 
         assert len(server.requests) == 1
+
+    @pytest.mark.parametrize("custom", [False, True])
+    async def test_user_agent_names_the_engine(self, serve, transport_name, custom):
+        """The User-Agent names the SDK and the HTTP engine in use, unless the caller sets one."""
+
+        async def ok(stream, request):
+            await stream.send(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 29\r\n"
+                b'\r\n{"conv_id":"c","reply":"Hi!"}'
+            )
+
+        server = await serve(ok)
+        headers = {"user-agent": "my-bot/1.0"} if custom else None
+        client = AsyncQuickchat(
+            token="t",
+            scenario_id="s",
+            base_url=server.url,
+            transport=transport_name,
+            default_headers=headers,
+        )
+        async with client:
+            await client.say("Hello")
+
+        head = server.requests[0].partition(b"\r\n\r\n")[0].decode().lower().split("\r\n")
+        agents = [line.split(":", 1)[1].strip() for line in head if line.startswith("user-agent:")]
+        other = "httpx" if transport_name == "aiohttp" else "aiohttp"
+        if custom:
+            assert agents == ["my-bot/1.0"]
+        else:
+            assert len(agents) == 1
+            assert agents[0].startswith(f"quickchat-async/{__version__} {transport_name}/")
+            assert other not in agents[0]
 
     # Under trio, httpx's nested body generators are left for the GC when the SDK stops reading
     # at the cap (trio then warns; asyncio closes them quietly). Known, and harmless.

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 
 import httpx
+import hypothesis
 import pytest
 import respx
+from hypothesis import strategies as st
 
 from quickchat_async import (
     NOT_GIVEN,
@@ -28,6 +31,7 @@ from quickchat_async import (
     UnexpectedResponseError,
     ValidationError,
 )
+from quickchat_async._client import _loads
 from quickchat_async._version import __version__
 
 from .conftest import (
@@ -45,6 +49,16 @@ from .conftest import (
 pytestmark = pytest.mark.anyio
 
 MakeClient = Callable[..., AsyncQuickchat]
+
+
+class NeverSends:
+    """A transport for tests that only build requests."""
+
+    async def send(self, request: object, /) -> object:
+        raise AssertionError("not sent in this test")
+
+    async def aclose(self) -> None:
+        pass
 
 
 class TestConfiguration:
@@ -387,6 +401,76 @@ class TestRequests:
 
         assert sent_json(route.calls.last.request)["text"] == 'Zażółć "gęślą" jaźń\n🙂'
         assert sent_json(route.calls.last.request)["api_key"] == API_KEY
+
+    @hypothesis.settings(max_examples=200, deadline=None)
+    @hypothesis.given(
+        flavor=st.sampled_from(["token", "api_key"]),
+        credential=st.text(st.characters(blacklist_categories=["Cs"]), min_size=1).filter(
+            lambda value: value.strip() and not any(c in value for c in "\r\n\x00")
+        ),
+        text=st.text(st.characters(blacklist_categories=["Cs"]), min_size=1),
+        conv_id=st.none() | st.text(st.characters(blacklist_categories=["Cs"]), min_size=1),
+        context=st.none() | st.text(st.characters(blacklist_categories=["Cs"])),
+        metadata=st.dictionaries(st.text(max_size=5), st.integers() | st.text(), max_size=3),
+    )
+    def test_body_is_the_json_of_the_documented_fields(
+        self, *, flavor, credential, text, conv_id, context, metadata
+    ):
+        """The body, built piece by piece, is exactly the compact JSON of the fields in order."""
+        client = AsyncQuickchat(
+            scenario_id='s"\u00e9\\', transport=NeverSends(), **{flavor: credential}
+        )
+        fields = {"api_key": credential} if flavor == "api_key" else {}
+        fields["scenario_id"] = client.scenario_id
+        fields |= {"conv_id": conv_id, "text": text, "message_context": context}
+        fields = {key: value for key, value in fields.items() if value is not None}
+        if metadata:
+            fields["client_metadata"] = metadata
+
+        body = client._request(text, conv_id, metadata, context).body
+
+        assert body == json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+
+    @hypothesis.settings(max_examples=300, deadline=None)
+    @hypothesis.given(
+        body=st.dictionaries(
+            st.text(), st.none() | st.integers() | st.text() | st.lists(st.text())
+        ).map(lambda value: json.dumps(value, ensure_ascii=False).encode())
+        | st.binary().map(lambda value: b"{" + value),
+        tail=st.sampled_from([b"", b" \r\n\t", b" x", b"}", b"\x0c"]),
+    )
+    def test_reply_json_read_as_json_loads_reads_it(self, body, tail):
+        """The reply decoder's fast path accepts and refuses exactly what json.loads does."""
+        try:
+            expected: tuple[object, ...] = ("ok", json.loads(body + tail))
+        except ValueError:
+            expected = ("refused",)
+        try:
+            got: tuple[object, ...] = ("ok", _loads(body + tail))
+        except ValueError:
+            got = ("refused",)
+        assert got == expected
+
+    async def test_lone_surrogate_refused(self, client, router):
+        """Text that cannot be UTF-8 (a lone surrogate) is refused before anything is sent."""
+        route = router.post("/chat").mock(return_value=chat_reply())
+
+        with pytest.raises(ValidationError, match="lone surrogate"):
+            await client.say("broken \ud800 text")
+
+        assert not route.called
+
+    async def test_metadata_changed_after_it_was_checked(self, client, router):
+        """Conversation metadata mutated into something not JSON is refused when sent."""
+        route = router.post("/chat").mock(return_value=chat_reply())
+        tags: list[object] = ["a"]
+        conversation = client.conversation(metadata={"tags": tags})
+        tags.append(object())
+
+        with pytest.raises(ValidationError, match="must be JSON"):
+            await conversation.say("Hello!")
+
+        assert not route.called
 
     async def test_default_headers_sent(self, router, make_client):
         """default_headers go out with every request."""

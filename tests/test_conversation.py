@@ -388,7 +388,8 @@ class TestHistory:
         assert not scope.cancelled_caught
 
         assert [t.text for t in conv.history] == ["one"]
-        assert not conv._lock.locked()  # type: ignore[union-attr]
+        assert conv._lock is not None
+        assert conv._lock.in_use == 0
         await conv.say("three")
         assert [t.text for t in conv.history] == ["one", "three"]
 

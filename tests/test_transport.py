@@ -24,6 +24,7 @@ from quickchat_async import (
     HttpxTransport,
     Timeout,
 )
+from quickchat_async._slots import Slots
 
 from .conftest import API_KEY, SCENARIO_ID, TOKEN, library_frames_with_locals
 
@@ -323,3 +324,53 @@ async def test_tracebacks_with_locals_hide_credentials(serve, transport_name, fl
     formatted = library_frames_with_locals(info.value)
     assert secret not in formatted
     assert "send" in formatted  # the frames themselves are still there
+
+
+class TestSlots:
+    async def test_waiters_are_served_in_call_order(self):
+        """Turns waiting for a connection slot get it in the order they asked."""
+        order: list[str] = []
+        transport = StuckTransport()
+
+        async def send(request: ChatRequest, /) -> HTTPResponse:
+            order.append(json.loads(request.body)["text"])
+            if len(order) == 1:
+                await transport.release.wait()
+            return HTTPResponse(200, {}, OK_BODY)
+
+        transport.send = send  # type: ignore[method-assign]
+        client = AsyncQuickchat(
+            token=TOKEN, scenario_id=SCENARIO_ID, transport=transport, max_connections=1
+        )
+        async with client, anyio.create_task_group() as tg:
+            for text in ["first", "second", "third", "fourth"]:
+                tg.start_soon(client.say, text)
+                await anyio.wait_all_tasks_blocked()
+            transport.release.set()
+
+        assert order == ["first", "second", "third", "fourth"]
+
+    async def test_slot_handed_to_a_cancelled_waiter_is_passed_on(self):
+        """A waiter cancelled just as it is handed a slot passes it on; no slot is lost."""
+        slots = Slots(1)
+        assert slots.take_nowait()
+        got: list[str] = []
+        scope = anyio.CancelScope()
+
+        async def waiter(name: str, scope: anyio.CancelScope) -> None:
+            with scope:
+                await slots.take()
+                got.append(name)
+                slots.give()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter, "cancelled", scope)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(waiter, "next", anyio.CancelScope())
+            await anyio.wait_all_tasks_blocked()
+            slots.give()  # to the first waiter...
+            scope.cancel()  # ...cancelled before it could run
+
+        assert got[-1] == "next"  # on trio the woken waiter keeps its slot; on asyncio it passes
+        assert slots.take_nowait()
+        assert not slots.take_nowait()

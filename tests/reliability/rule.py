@@ -102,7 +102,7 @@ def pool_of(client: AsyncQuickchat) -> httpcore.AsyncConnectionPool | None:
 def busy_connections(client: AsyncQuickchat) -> list[str]:
     """What is still active in a client: borrowed slots, queued requests, busy connections."""
     busy: list[str] = []
-    borrowed = client._limiter.borrowed_tokens
+    borrowed = client._limiter.in_use
     if borrowed:
         busy.append(f"{borrowed} connection slot(s) borrowed")
     pool = pool_of(client)

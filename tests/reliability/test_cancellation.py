@@ -162,7 +162,7 @@ class TestCancellation:
             await cancel_turn(how, lambda: conv.say(turn.text), turn.reached)
 
             assert conv._lock is not None
-            assert not conv._lock.locked()
+            assert conv._lock.in_use == 0
             await turn.quiet.wait()
             await anyio.sleep(0.1)  # time enough for an attempt that should not be made
             assert emulator.stats().requests == requests + turn.counted
@@ -219,7 +219,7 @@ class TestCancellation:
 
             async def reached() -> None:
                 if phase == "slot":
-                    await until(lambda: client._limiter.statistics().tasks_waiting == 1)
+                    await until(lambda: client._limiter.waiting == 1)
                 else:
                     pool = pool_of(client)
                     assert pool is not None

@@ -1,166 +1,67 @@
-"""Fixtures for the conversation stores: a fake Chat endpoint, a real Redis, and the stores.
+"""Fixtures for the conversation stores: the emulator, a real Redis, and the stores.
 
-`FakeQuickchat` stands in for the Chat endpoint until the emulator lands on main: a new conv_id
-on a message without one, `ord_number` 3, 5, 7, ... per answered turn, and the 400 of an unknown
-conv_id. It is served in process (`httpx.MockTransport`) or over HTTP on 127.0.0.1 for tests
-whose workers are separate processes.
+Conversations go to the project's emulator (`quickchat_async.testing.Emulator`), in process,
+or served on 127.0.0.1 for tests whose workers are separate processes. Its record (the
+conversations and the user messages in them, and its request counters) is what proves there
+is one conversation per user and no turn lost or sent twice.
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.server
-import json
 import shutil
 import socket
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import anyio
-import httpx
 import pytest
 
 from quickchat_async import AsyncQuickchat, MemoryStore, RedisStore, SQLiteStore
+from quickchat_async.emulator import EmulatorService, Role, Scenario
+from quickchat_async.testing import Emulator
 
 
 TOKEN = "qc-test-token-do-not-store-7f3a"
+API_KEY = "qc-test-api-key-do-not-store-91c4"
 SCENARIO_ID = "scenario-stores"
+#: The AI Agent the tests talk to, with credentials distinctive enough to look for in a record.
+SCENARIO = Scenario(SCENARIO_ID, tokens=[TOKEN], api_keys=[API_KEY])
 
 
-class FakeQuickchat:
-    """A thread-safe stand-in for the Chat endpoint, recording what it was sent.
-
-    Attributes:
-        conversations: conv_id -> the texts answered in it, in order.
-        received: every request body, in arrival order (answered or not).
-        delay: seconds to wait before answering, so that concurrent turns overlap.
-        hang: texts that are never answered (the request waits until `release` is set).
-        fail: statuses to answer the next requests with, one each, before answering normally.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.conversations: dict[str, list[str]] = {}
-        self.received: list[dict[str, object]] = []
-        self.delay = 0.0
-        self.hang: set[str] = set()
-        self.hanging = threading.Event()
-        self.release = threading.Event()
-        self.fail: list[int] = []
-
-    def receive(self, body: dict[str, object]) -> int | None:
-        """Record a request; return the error status to answer with, if one is due."""
-        with self._lock:
-            self.received.append(body)
-            return self.fail.pop(0) if self.fail else None
-
-    def answer(self, body: dict[str, object]) -> tuple[int, str]:
-        """The status and body of the answer to a recorded request."""
-        text = str(body["text"])
-        with self._lock:
-            conv_id = body.get("conv_id")
-            if conv_id is None:
-                conv_id = f"conv-{uuid.uuid4().hex[:12]}"
-                self.conversations[conv_id] = []
-            elif conv_id not in self.conversations:
-                return 400, f"Conversation conv_id {conv_id} is not valid."
-            turns = self.conversations[str(conv_id)]
-            turns.append(text)
-            ord_number = 1 + 2 * len(turns)
-        reply = {"conv_id": conv_id, "reply": f"echo: {text}", "ord_number": ord_number, "src": 0}
-        return 200, json.dumps(reply)
-
-    def texts(self) -> list[str]:
-        """Every answered text, over all conversations."""
-        with self._lock:
-            return [text for turns in self.conversations.values() for text in turns]
-
-    # --- in process -------------------------------------------------------------------------
-
-    async def handler(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
-        status = self.receive(body)
-        if status is not None:
-            return httpx.Response(status, text="Internal error")
-        if self.delay:
-            await anyio.sleep(self.delay)
-        if body["text"] in self.hang:
-            self.hanging.set()
-            await anyio.sleep_forever()
-        status, content = self.answer(body)
-        return httpx.Response(status, content=content.encode())
-
-    # --- over HTTP, for other processes -------------------------------------------------------
-
-    @contextlib.contextmanager
-    def serve(self) -> Iterator[str]:
-        """Serve on 127.0.0.1 on a free port; yield the base URL."""
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", "0"))
-                body = json.loads(self.rfile.read(length))
-                status = fake.receive(body)
-                content = "Internal error"
-                if status is None:
-                    if fake.delay:
-                        time.sleep(fake.delay)
-                    if body["text"] in fake.hang:
-                        fake.hanging.set()
-                        fake.release.wait(timeout=60)
-                        return
-                    status, content = fake.answer(body)
-                data = content.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}"
-        finally:
-            fake.release.set()
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=10)
+def new_service() -> EmulatorService:
+    """A fresh emulator core serving `SCENARIO`."""
+    return EmulatorService(scenarios=[SCENARIO])
 
 
-@pytest.fixture(name="api")
-def _api() -> FakeQuickchat:
-    return FakeQuickchat()
-
-
-def make_client(api: FakeQuickchat, **options: object) -> AsyncQuickchat:
-    """A client whose requests go to `api`, in process."""
-    http_client = httpx.AsyncClient(transport=httpx.MockTransport(api.handler))
-    return AsyncQuickchat(
-        token=TOKEN,
-        scenario_id=SCENARIO_ID,
-        http_client=http_client,
-        max_retries=0,
-        **options,  # type: ignore[arg-type]
-    )
+@pytest.fixture(name="emulator")
+def _emulator() -> Emulator:
+    return Emulator(new_service())
 
 
 @pytest.fixture(name="client")
-async def _client(api: FakeQuickchat) -> AsyncIterator[AsyncQuickchat]:
-    client = make_client(api)
-    async with client:
+async def _client(emulator: Emulator) -> AsyncIterator[AsyncQuickchat]:
+    async with emulator.client(max_retries=0) as client:
         yield client
-    await client.transport.client.aclose()  # type: ignore[attr-defined]
+
+
+def recorded(service: EmulatorService | Emulator) -> list[tuple[str, ...]]:
+    """The user messages of every conversation on the emulator, oldest conversation first."""
+    return [service.user_messages(conv.conv_id) for conv in service.conversations()]
+
+
+def replies(service: EmulatorService | Emulator) -> dict[str, str]:
+    """Each user message recorded on the emulator -> the reply it got (texts must be unique)."""
+    answered: dict[str, str] = {}
+    for conv in service.conversations():
+        messages = [m for m in conv.messages if m.role is not Role.GREETING]
+        for message, reply in zip(messages[::2], messages[1::2], strict=True):
+            assert message.role is Role.USER
+            assert reply.role is Role.ASSISTANT
+            assert message.text not in answered, f"{message.text!r} was sent twice"
+            answered[message.text] = reply.text
+    return answered
 
 
 # --- Redis -------------------------------------------------------------------------------------

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SCENARIO_ID, FakeQuickchat
+from quickchat_async._models import html_to_text
+from quickchat_async.emulator import serve
+
+from .conftest import SCENARIO_ID, TOKEN, new_service, recorded, replies
 
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
@@ -19,11 +22,11 @@ BOT = ROOT / "examples" / "store_bot.py"
 
 
 def run_bot(base_url: str, database: Path, lines: list[str]) -> list[str]:
-    """Run the bot on these input lines until it exits; return its output lines."""
+    """Run the bot on these input lines until it exits; return its output lines, sorted."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        "QUICKCHAT_API_TOKEN": "example-token",
+        "QUICKCHAT_API_TOKEN": TOKEN,
         "QUICKCHAT_SCENARIO_ID": SCENARIO_ID,
         "QUICKCHAT_BASE_URL": base_url,
     }
@@ -36,33 +39,47 @@ def run_bot(base_url: str, database: Path, lines: list[str]) -> list[str]:
         timeout=120,
         check=True,
     )
-    return done.stdout.splitlines()
+    return sorted(done.stdout.splitlines())
 
 
-@pytest.fixture(name="fake")
-def _fake() -> FakeQuickchat:
-    return FakeQuickchat()
+def output(*printed: str) -> list[str]:
+    """What the bot prints, as run_bot returns it (a reply may span several lines)."""
+    return sorted(line for text in printed for line in text.splitlines())
 
 
-def test_bot_answers_and_resumes(fake, tmp_path):
+REFUNDS, CARDS = "How do refunds work?", "Which cards do you accept?"
+INVOICE, SHIPPING = "Can I get an invoice?", "How long does shipping take?"
+
+
+def test_bot_answers_and_resumes(tmp_path):
     """The bot answers each user, and after a restart goes on with their conversations."""
     database = tmp_path / "bot.db"
-    with fake.serve() as base_url:
-        first = run_bot(base_url, database, ["alice: Hello!", "bob: Hi there", "nonsense"])
-        second = run_bot(base_url, database, ["alice: Still there?", "bob: /forget", "bob: Hi"])
+    with serve(new_service()) as server:
+        first = run_bot(
+            server.base_url, database, [f"alice: {REFUNDS}", f"bob: {CARDS}", "nonsense"]
+        )
+        second = run_bot(
+            server.base_url, database, [f"alice: {INVOICE}", "bob: /forget", f"bob: {SHIPPING}"]
+        )
+    emulator = server.service
 
-    assert sorted(first) == [
-        "[alice] echo: Hello!",
-        "[bob] echo: Hi there",
+    assert sorted(recorded(emulator)) == sorted(
+        [
+            (REFUNDS, INVOICE),  # alice: one conversation across the restart
+            (CARDS,),  # bob's first conversation, forgotten
+            (SHIPPING,),  # bob's new one
+        ]
+    )
+    # Each user is shown the reply the emulator gave to their own message (as plain text).
+    reply = {text: html_to_text(html) for text, html in replies(emulator).items()}
+    assert len(set(reply.values())) == 4
+    assert first == output(
+        f"[alice] {reply[REFUNDS]}",
+        f"[bob] {reply[CARDS]}",
         "ignored (expected 'user: message'): 'nonsense'",
-    ]
-    assert sorted(second) == [
-        "[alice] echo: Still there?",
+    )
+    assert second == output(
+        f"[alice] {reply[INVOICE]}",
         "[bob] (conversation forgotten)",
-        "[bob] echo: Hi",
-    ]
-    assert sorted(fake.conversations.values()) == [
-        ["Hello!", "Still there?"],  # alice: one conversation across the restart
-        ["Hi"],  # bob's new one
-        ["Hi there"],  # bob's first conversation, forgotten
-    ]
+        f"[bob] {reply[SHIPPING]}",
+    )

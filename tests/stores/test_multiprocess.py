@@ -1,7 +1,8 @@
 """Bot workers in separate processes sharing one store: SQLite file or Redis.
 
-Each worker is `worker.py`, talking to the fake Chat endpoint served on 127.0.0.1. The fake's
-record is what proves there is one conversation and no duplicated turn.
+Each worker is `worker.py`, talking to the emulator served on 127.0.0.1 (uvicorn, in a thread
+of the test process). The emulator's record is what proves there is one conversation and no
+turn lost or sent twice.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import FakeQuickchat, redis_prefix
+from quickchat_async.emulator import EmulatorService, Fault, ServerHandle, serve
+
+from .conftest import SCENARIO_ID, TOKEN, new_service, recorded, redis_prefix
 
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
@@ -37,8 +40,11 @@ class Worker:
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            "QUICKCHAT_BASE_URL": base_url,
+            "QUICKCHAT_API_TOKEN": TOKEN,
+            "QUICKCHAT_SCENARIO_ID": SCENARIO_ID,
         }
-        args = [sys.executable, str(WORKER), base_url, store]
+        args = [sys.executable, str(WORKER), store]
         if lock_ttl is not None:
             args.append(str(lock_ttl))
         self.process = subprocess.Popen(  # noqa: S603 -- our own script and arguments
@@ -99,15 +105,25 @@ class Worker:
                 stream.close()
 
 
-@pytest.fixture(name="fake")
-def _fake() -> FakeQuickchat:
-    return FakeQuickchat()
+@pytest.fixture(name="server")
+def _server() -> Iterator[ServerHandle]:
+    """The emulator, served on 127.0.0.1 for the test and stopped after it."""
+    with serve(new_service()) as server:
+        yield server
 
 
-@pytest.fixture(name="base_url")
-def _base_url(fake: FakeQuickchat) -> Iterator[str]:
-    with fake.serve() as url:
-        yield url
+@pytest.fixture(name="emulator")
+def _emulator(server: ServerHandle) -> EmulatorService:
+    """The served emulator's core: its record, counters and faults."""
+    return server.service
+
+
+def wait_for_requests(emulator: EmulatorService, count: int) -> None:
+    """Wait until the emulator has received `count` requests."""
+    deadline = time.monotonic() + ANSWER_TIMEOUT
+    while emulator.stats().requests < count:
+        assert time.monotonic() < deadline, f"the emulator did not get {count} requests"
+        time.sleep(0.01)
 
 
 @pytest.fixture(name="store", params=["sqlite", "redis"])
@@ -119,12 +135,12 @@ def _store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture(name="workers")
-def _workers(base_url: str, store: str) -> Iterator[Any]:
+def _workers(server: ServerHandle, store: str) -> Iterator[Any]:
     """Start workers on the shared store; every one is stopped after the test."""
     started: list[Worker] = []
 
     def start(lock_ttl: float | None = None) -> Worker:
-        worker = Worker(base_url, store, lock_ttl)
+        worker = Worker(server.base_url, store, lock_ttl)
         started.append(worker)
         return worker
 
@@ -133,12 +149,13 @@ def _workers(base_url: str, store: str) -> Iterator[Any]:
         worker.close()
 
 
-def test_two_first_messages_race(workers, fake):
+def test_two_first_messages_race(workers, emulator):
     """Two workers sending one user's first message at once start one conversation.
 
     Both replies come back, in order, and the store keeps both turns.
     """
-    fake.delay = 0.3  # the first turn is still in flight when the second one starts
+    # The first reply is still on its way when the second message arrives.
+    emulator.faults.script([Fault("slow_headers", delay=0.3)] * 2)
     one, two = workers(), workers()
     one.wait_ready()
     two.wait_ready()
@@ -150,23 +167,25 @@ def test_two_first_messages_race(workers, fake):
     assert all(answer["ok"] for answer in answers), answers
     assert len({answer["conv_id"] for answer in answers}) == 1
     assert sorted(answer["ord_number"] for answer in answers) == [3, 5]
-    assert len(fake.conversations) == 1
-    (answered,) = fake.conversations.values()
-    assert one.ask("show", "user-1")["history"] == answered
+    (answered,) = recorded(emulator)
+    assert answers[0]["conv_id"] == emulator.conversations()[0].conv_id
+    assert one.ask("show", "user-1")["history"] == list(answered)
     assert sorted(answered) == ["Hi from worker one", "Hi from worker two"]
+    assert emulator.stats().requests == 2
 
 
-def test_killed_worker_mid_turn(workers, fake):
+def test_killed_worker_mid_turn(workers, emulator):
     """A worker killed mid-turn: its lock expires, another worker goes on with the user.
 
     The server's record shows one conversation, no turn lost and none sent twice.
     """
-    fake.hang = {"Are you there?"}
+    # The second request is not recorded, and is left unanswered for a minute.
+    emulator.faults.script([None, Fault("drop_before", delay=60)])
     doomed = workers(lock_ttl=1.5)
     doomed.wait_ready()
     first = doomed.ask("say", "user-1", "Hello")
     doomed.send("say", "user-1", "Are you there?")
-    assert fake.hanging.wait(timeout=ANSWER_TIMEOUT)
+    wait_for_requests(emulator, 2)  # the turn is in flight, its lock held
     doomed.kill()
     killed_at = time.monotonic()
 
@@ -180,12 +199,13 @@ def test_killed_worker_mid_turn(workers, fake):
     assert answer["conv_id"] == first["conv_id"]
     assert answer["history"] == ["Hello", "Hello again"]
     assert answer["ord_number"] == 5
-    assert fake.texts() == ["Hello", "Hello again"]
-    sent = [body["text"] for body in fake.received]
-    assert sent == ["Hello", "Are you there?", "Hello again"]
+    assert recorded(emulator) == [("Hello", "Hello again")]
+    # Three requests: the dead worker's unanswered one was not sent again.
+    stats = emulator.stats()
+    assert (stats.requests, stats.replied, dict(stats.by_fault)) == (3, 2, {"drop_before": 1})
 
 
-def test_restart_resumes_every_user(workers, fake):
+def test_restart_resumes_every_user(workers, emulator):
     """A restarted bot process resumes each user's conversation with its history."""
     users = ["alice", "bob", "carol"]
     before = workers()
@@ -207,5 +227,4 @@ def test_restart_resumes_every_user(workers, fake):
         assert answer["conv_id"] == shown["conv_id"]
         assert answer["ord_number"] == 7
 
-    assert len(fake.conversations) == 3
-    assert sorted(fake.conversations.values()) == [[f"{u} 1", f"{u} 2", f"{u} 3"] for u in users]
+    assert sorted(recorded(emulator)) == [(f"{u} 1", f"{u} 2", f"{u} 3") for u in users]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import anyio
-import httpx
 import pytest
 
 from quickchat_async import (
@@ -24,8 +23,9 @@ from quickchat_async import (
     ValidationError,
 )
 from quickchat_async._stores._conversation import DEFAULT_STORED_HISTORY, default_lock_ttl
+from quickchat_async.emulator import Fault, Role
 
-from .conftest import SCENARIO_ID, STORE_KINDS, TOKEN, make_client
+from .conftest import API_KEY, SCENARIO_ID, STORE_KINDS, TOKEN, recorded
 
 
 pytestmark = pytest.mark.anyio
@@ -40,6 +40,16 @@ def stored_texts(record: StoreRecord | None) -> list[str]:
     assert record is not None
     conversation = json.loads(record.data)["conversation"]
     return [turn["text"] for turn in conversation["history"]]
+
+
+def slow(seconds: float) -> Fault:
+    """A reply `seconds` late (the turn is recorded first), so that concurrent turns overlap."""
+    return Fault("slow_headers", delay=seconds)
+
+
+def sent_metadata(emulator, conv_id: str) -> list[object]:
+    """The client_metadata of each user message the emulator recorded in a conversation."""
+    return [m.client_metadata for m in emulator.messages(conv_id) if m.role is Role.USER]
 
 
 class SlowSaveStore(MemoryStore):
@@ -60,7 +70,7 @@ class SlowSaveStore(MemoryStore):
 
 
 class TestStarting:
-    async def test_new_user(self, client, store, api):
+    async def test_new_user(self, client, store, emulator):
         """A user without a stored conversation starts a new one, and nothing is saved yet."""
         conv = await client.conversation_for("user-1", store=store)
 
@@ -69,21 +79,22 @@ class TestStarting:
         assert conv.history == ()
         assert conv.user_key == "user-1"
         assert await store.load("user-1") is None
-        assert api.received == []
+        assert emulator.stats().requests == 0
 
-    async def test_first_turn_is_saved(self, client, store):
+    async def test_first_turn_is_saved(self, client, store, emulator):
         """The first turn's conv_id and history are saved before say() returns."""
         conv = await client.conversation_for("user-1", store=store)
 
         reply = await conv.say("Hello!")
 
-        assert reply.text == "echo: Hello!"
+        assert reply.html == emulator.messages(reply.conv_id)[-1].text
         assert reply.ord_number == 3
+        assert recorded(emulator) == [("Hello!",)]
         assert conv.conv_id == reply.conv_id
         assert [turn.text for turn in conv.history] == ["Hello!"]
         assert stored_texts(await store.load("user-1")) == ["Hello!"]
 
-    async def test_later_loads_continue(self, client, store, api):
+    async def test_later_loads_continue(self, client, store, emulator):
         """A conversation loaded later continues the same server conversation."""
         first = await client.conversation_for("user-1", store=store)
         await first.say("Hello!")
@@ -94,8 +105,9 @@ class TestStarting:
         assert again.conv_id == first.conv_id
         assert reply.ord_number == 5
         assert [turn.text for turn in again.history] == ["Hello!", "Still there?"]
-        assert list(api.conversations.values()) == [["Hello!", "Still there?"]]
-        assert api.received[1]["conv_id"] == first.conv_id
+        assert recorded(emulator) == [("Hello!", "Still there?")]
+        assert emulator.user_messages(first.conv_id) == ("Hello!", "Still there?")
+        assert emulator.stats().requests == 2
 
     async def test_turn_round_trip(self, client, store):
         """A stored turn loads back with its text, context, metadata and reply."""
@@ -121,14 +133,15 @@ class TestStarting:
 
 @pytest.mark.parametrize("store_factory", STORE_KINDS, indirect=True)
 class TestConcurrentTurns:
-    async def test_two_first_messages(self, store_factory, api):
+    async def test_two_first_messages(self, store_factory, emulator):
         """Two first messages from one user at once start one conversation, replies in order."""
-        api.delay = 0.2  # the first turn is still in flight when the second arrives
+        # The first turn is still in flight when the second arrives.
+        emulator.faults.script([slow(0.2), slow(0.2)])
         replies = []
 
         async def first_message(text: str) -> None:
             # A client and store of its own: as if each message reached another worker.
-            async with make_client(api) as client:
+            async with emulator.client(max_retries=0) as client:
                 conv = await client.conversation_for("user-1", store=store_factory())
                 replies.append(await conv.say(text))
 
@@ -136,14 +149,15 @@ class TestConcurrentTurns:
             tasks.start_soon(first_message, "Hi from tab 1")
             tasks.start_soon(first_message, "Hi from tab 2")
 
-        assert len(api.conversations) == 1
+        assert len(emulator.conversations()) == 1
         assert sorted(reply.ord_number for reply in replies) == [3, 5]
         assert len({reply.conv_id for reply in replies}) == 1
-        (answered,) = api.conversations.values()
+        (answered,) = recorded(emulator)
+        assert sorted(answered) == ["Hi from tab 1", "Hi from tab 2"]
         stored = await store_factory().load("user-1")
-        assert stored_texts(stored) == answered
+        assert stored_texts(stored) == list(answered)
 
-    async def test_many_turns_in_order(self, store_factory, api, client):
+    async def test_many_turns_in_order(self, store_factory, emulator, client):
         """Turns sent at once for one user run one at a time, each saved, none lost."""
         store = store_factory()
 
@@ -156,11 +170,12 @@ class TestConcurrentTurns:
                 tasks.start_soon(message, number)
 
         conv = await client.conversation_for("user-1", store=store)
-        assert len(api.conversations) == 1
+        assert len(emulator.conversations()) == 1
         assert [turn.reply.ord_number for turn in conv.history] == list(range(3, 19, 2))
         assert sorted(turn.text for turn in conv.history) == [f"message {n}" for n in range(8)]
+        assert recorded(emulator) == [tuple(turn.text for turn in conv.history)]
 
-    async def test_stale_object_loads_latest(self, store_factory, client, api):
+    async def test_stale_object_loads_latest(self, store_factory, client, emulator):
         """A say() on an object loaded earlier continues the latest stored conversation."""
         early = await client.conversation_for("user-1", store=store_factory())
         other = await client.conversation_for("user-1", store=store_factory())
@@ -173,13 +188,13 @@ class TestConcurrentTurns:
             "from the other worker",
             "from this worker",
         ]
-        assert len(api.conversations) == 1
+        assert recorded(emulator) == [("from the other worker", "from this worker")]
 
 
 class TestFailures:
-    async def test_failed_turn_saves_nothing(self, client, store, api):
+    async def test_failed_turn_saves_nothing(self, client, store, emulator):
         """A turn the server did not record (503) saves nothing; the next one starts."""
-        api.fail = [503]
+        emulator.faults.script(["unavailable"])
         conv = await client.conversation_for("user-1", store=store)
 
         with pytest.raises(ServiceUnavailableError):
@@ -189,15 +204,16 @@ class TestFailures:
         assert conv.conv_id is None
         await conv.say("Hello again")
         assert stored_texts(await store.load("user-1")) == ["Hello again"]
+        assert recorded(emulator) == [("Hello again",)]
 
-    async def test_unconfirmed_first_turn_is_kept(self, api, store):
+    async def test_unconfirmed_first_turn_is_kept(self, emulator, store):
         """A first message with an unknown outcome is stored, so no worker starts a second one.
 
         Until start_over() is called, every worker refuses to send: the first message may have
         opened a server conversation whose conv_id never arrived.
         """
-        api.fail = [500]
-        async with make_client(api) as one, make_client(api) as two:
+        emulator.faults.script(["error_before"])  # a 500: it may have landed, for all we know
+        async with emulator.client(max_retries=0) as one, emulator.client(max_retries=0) as two:
             conv = await one.conversation_for("user-1", store=store)
             with pytest.raises(InternalServerError):
                 await conv.say("Hello?")
@@ -206,19 +222,24 @@ class TestFailures:
             other_worker = await two.conversation_for("user-1", store=store)
             with pytest.raises(UnconfirmedStartError):
                 await other_worker.say("Anyone there?")
-            assert len(api.received) == 1
+            assert emulator.stats().requests == 1
 
             await other_worker.start_over()
             await conv.say("Hello again")
 
-        assert len(api.conversations) == 1
+        assert recorded(emulator) == [("Hello again",)]
         assert [turn.text for turn in conv.history] == ["Hello?", "Hello again"]
 
-    async def test_unconfirmed_later_turn_is_settled(self, client, store, api):
+    @pytest.mark.parametrize(
+        ("fault", "status"),
+        [("error_before", TurnStatus.NOT_LANDED), ("error_after", TurnStatus.LANDED)],
+    )
+    async def test_unconfirmed_later_turn_is_settled(self, client, store, emulator, fault, status):
         """A later turn with an unknown outcome is stored, and the next reply settles it."""
         conv = await client.conversation_for("user-1", store=store)
         await conv.say("one")
-        api.fail = [500]  # the fake did not record it: the next ord_number will show that
+        # A 500, the turn recorded or not: the next ord_number will show which.
+        emulator.faults.script([fault])
         with pytest.raises(InternalServerError):
             await conv.say("two")
 
@@ -229,10 +250,12 @@ class TestFailures:
         statuses = [(turn.text, turn.status) for turn in again.history]
         assert statuses == [
             ("one", TurnStatus.CONFIRMED),
-            ("two", TurnStatus.NOT_LANDED),
+            ("two", status),
             ("three", TurnStatus.CONFIRMED),
         ]
         assert again.unconfirmed == ()
+        landed = ("one", "two", "three") if status is TurnStatus.LANDED else ("one", "three")
+        assert recorded(emulator) == [landed]
 
     async def test_start_over_without_cause(self, client, store):
         """start_over() changes nothing for a user without an unconfirmed first message."""
@@ -245,11 +268,11 @@ class TestFailures:
         await conv.start_over()
         assert await store.load("user-1") == before
 
-    async def test_unconfirmed_not_stored_is_logged(self, client, api, caplog):
+    async def test_unconfirmed_not_stored_is_logged(self, client, emulator, caplog):
         """If even the unconfirmed turn cannot be saved, the turn's own error is raised."""
         store = SlowSaveStore()
         store.save_error = StoreError("disk full")
-        api.fail = [500]
+        emulator.faults.script(["error_before"])
         conv = await client.conversation_for("user-1", store=store)
 
         with pytest.raises(InternalServerError):
@@ -258,19 +281,19 @@ class TestFailures:
         assert "Could not store the unconfirmed turn" in caplog.text
         assert "Hello?" not in caplog.text
 
-    async def test_failed_later_turn_keeps_record(self, client, store, api):
+    async def test_failed_later_turn_keeps_record(self, client, store, emulator):
         """A failed later turn leaves the stored record as it was."""
         conv = await client.conversation_for("user-1", store=store)
         await conv.say("one")
         before = await store.load("user-1")
-        api.fail = [503]
+        emulator.faults.script(["unavailable"])
 
         with pytest.raises(ServiceUnavailableError):
             await conv.say("two")
 
         assert await store.load("user-1") == before
 
-    async def test_lock_timeout(self, client, store, api):
+    async def test_lock_timeout(self, client, store, emulator):
         """When the user's lock stays busy, say() raises StoreLockTimeoutError and sends nothing."""
         conv = await client.conversation_for("user-1", store=store, lock_timeout=0.2)
         caught: list[StoreLockTimeoutError] = []
@@ -284,9 +307,9 @@ class TestFailures:
             tasks.start_soon(say)
 
         assert len(caught) == 1
-        assert api.received == []
+        assert emulator.stats().requests == 0
 
-    async def test_conflict_keeps_other_and_carries_reply(self, client, store, api):
+    async def test_conflict_keeps_other_and_carries_reply(self, client, store, emulator):
         """If another worker saved during the turn (its lock had expired), this turn is refused.
 
         The other worker's record stays; the error carries the reply that was not stored.
@@ -298,17 +321,19 @@ class TestFailures:
             await anyio.sleep(0.05)
             await store.save("user-1", other, replaces=None)
 
-        api.delay = 0.2
+        emulator.faults.script([slow(0.2)])
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(overwrite)
             with pytest.raises(StoreConflictError) as caught:
                 await conv.say("Hello")
 
-        assert caught.value.reply is not None
-        assert caught.value.reply.text == "echo: Hello"
+        reply = caught.value.reply
+        assert reply is not None
+        assert reply.html == emulator.messages(reply.conv_id)[-1].text
+        assert emulator.user_messages(reply.conv_id) == ("Hello",)
         assert await store.load("user-1") == other
 
-    async def test_save_error_carries_reply(self, client):
+    async def test_save_error_carries_reply(self, client, emulator):
         """When saving fails after the reply, the StoreError carries the reply."""
         store = SlowSaveStore()
         store.save_error = StoreError("disk full")
@@ -317,15 +342,17 @@ class TestFailures:
         with pytest.raises(StoreError, match="disk full") as caught:
             await conv.say("Hello")
 
-        assert caught.value.reply is not None
-        assert caught.value.reply.text == "echo: Hello"
+        reply = caught.value.reply
+        assert reply is not None
+        assert reply.html == emulator.messages(reply.conv_id)[-1].text
+        assert recorded(emulator) == [("Hello",)]
         assert conv.conv_id is None
 
-    async def test_cancel_during_save_still_saves(self, client, api):
+    async def test_cancel_during_save_still_saves(self, client, emulator):
         """A cancellation that arrives while the turn is being saved waits for the save."""
         store = SlowSaveStore()
         store.save_delay = 0.5
-        api.delay = 0.05
+        emulator.faults.script([slow(0.05)])
         conv = await client.conversation_for("user-1", store=store)
 
         with anyio.move_on_after(0.25):  # during the save, which takes 0.05 to 0.55 s
@@ -361,14 +388,14 @@ class TestHistoryBound:
         await tighter.say("four")
         assert stored_texts(await store.load("user-1")) == ["four"]
 
-    async def test_zero_keeps_only_conv_id(self, client, store, api):
+    async def test_zero_keeps_only_conv_id(self, client, store, emulator):
         """max_history=0 stores the conv_id alone, and the conversation still continues."""
         conv = await client.conversation_for("user-1", store=store, max_history=0)
         await conv.say("one")
         await conv.say("two")
 
         assert stored_texts(await store.load("user-1")) == []
-        assert len(api.conversations) == 1
+        assert recorded(emulator) == [("one", "two")]
         assert conv.conv_id is not None
 
 
@@ -388,22 +415,19 @@ class TestRecordFormat:
         assert envelope["conversation"]["kind"] == "quickchat-async/conversation"
         assert envelope["conversation"]["conv_id"] == conv.conv_id
 
-    @pytest.mark.parametrize("flavor", ["token", "api_key"])
-    async def test_no_credential(self, api, store, flavor):
+    @pytest.mark.parametrize("flavor", ["current", "legacy"])
+    async def test_no_credential(self, emulator, store, flavor):
         """A stored record never contains the token or api_key, in either flavor."""
-        http_client = httpx.AsyncClient(transport=httpx.MockTransport(api.handler))
-        async with (
-            http_client,
-            AsyncQuickchat(
-                **{flavor: TOKEN}, scenario_id=SCENARIO_ID, http_client=http_client
-            ) as client,
-        ):
+        async with emulator.client(flavor=flavor, max_retries=0) as client:
             conv = await client.conversation_for("user-1", store=store)
             await conv.say("Hello")
+            await conv.say("Still there?")
 
         record = await store.load("user-1")
         assert record is not None
+        assert recorded(emulator) == [("Hello", "Still there?")]
         assert TOKEN not in record.data
+        assert API_KEY not in record.data
 
     async def test_newer_format_refused(self, client, store):
         """A record from a newer SDK raises a StoreError asking to upgrade."""
@@ -434,43 +458,38 @@ class TestRecordFormat:
         with pytest.raises(StoreError, match="user-1"):
             await client.conversation_for("user-1", store=store)
 
-    async def test_other_scenario(self, api, store):
+    async def test_other_scenario(self, emulator, client, store):
         """A record written for another AI Agent is refused, not sent to this one."""
-        async with make_client(api) as client:
-            await (await client.conversation_for("user-1", store=store)).say("Hello")
-        http_client = httpx.AsyncClient(transport=httpx.MockTransport(api.handler))
-        async with (
-            http_client,
-            AsyncQuickchat(
-                token=TOKEN, scenario_id="another-agent", http_client=http_client
-            ) as other,
-        ):
+        await (await client.conversation_for("user-1", store=store)).say("Hello")
+
+        async with emulator.client(scenario_id="another-agent", max_retries=0) as other:
             with pytest.raises(StoreError, match="another-agent"):
                 await other.conversation_for("user-1", store=store)
+        assert emulator.stats().requests == 1
 
 
 class TestSettings:
-    async def test_kb_topic_on_every_request(self, client, store, api):
+    async def test_kb_topic_on_every_request(self, client, store, emulator):
         """kb_topic starts the conversation and goes out on every later turn."""
         conv = await client.conversation_for("user-1", store=store, kb_topic="billing")
         await conv.say("one")
         again = await client.conversation_for("user-1", store=store)
         await again.say("two")
 
-        assert [body["client_metadata"] for body in api.received] == [
+        assert sent_metadata(emulator, again.conv_id) == [
             {"kb_topic": "billing"},
             {"kb_topic": "billing"},
         ]
         assert again.kb_topic == "billing"
 
-    async def test_kb_topic_value_changes(self, client, store, api):
+    async def test_kb_topic_value_changes(self, client, store, emulator):
         """A new kb_topic value for a stored conversation applies from the next turn."""
         await (await client.conversation_for("user-1", store=store, kb_topic="a")).say("one")
 
         conv = await client.conversation_for("user-1", store=store, kb_topic="b")
         await conv.say("two")
 
-        assert api.received[-1]["client_metadata"] == {"kb_topic": "b"}
+        assert sent_metadata(emulator, conv.conv_id) == [{"kb_topic": "a"}, {"kb_topic": "b"}]
 
     async def test_kb_topic_cannot_appear(self, client, store):
         """A kb_topic for a stored conversation that started without one is refused."""
@@ -479,15 +498,16 @@ class TestSettings:
         with pytest.raises(ValidationError, match="kb_topic"):
             await client.conversation_for("user-1", store=store, kb_topic="billing")
 
-    async def test_metadata_replaced(self, client, store, api):
+    async def test_metadata_replaced(self, client, store, emulator):
         """Metadata given for a stored conversation replaces the stored metadata."""
         await (await client.conversation_for("user-1", store=store, metadata={"v": 1})).say("a")
         await (await client.conversation_for("user-1", store=store)).say("b")
-        await (await client.conversation_for("user-1", store=store, metadata={"v": 2})).say("c")
+        conv = await client.conversation_for("user-1", store=store, metadata={"v": 2})
+        await conv.say("c")
 
-        assert [body["client_metadata"] for body in api.received] == [{"v": 1}, {"v": 1}, {"v": 2}]
+        assert sent_metadata(emulator, conv.conv_id) == [{"v": 1}, {"v": 1}, {"v": 2}]
 
-    async def test_forget(self, client, store, api):
+    async def test_forget(self, client, store, emulator):
         """forget() deletes the stored conversation; the next turn starts a new one."""
         conv = await client.conversation_for("user-1", store=store)
         await conv.say("one")
@@ -499,7 +519,7 @@ class TestSettings:
         assert await store.load("user-1") is None
         await conv.say("two")
         assert conv.conv_id != first
-        assert len(api.conversations) == 2
+        assert recorded(emulator) == [("one",), ("two",)]
 
     async def test_reload(self, client, store):
         """reload() shows turns that another object saved."""
@@ -560,25 +580,23 @@ class TestLockSizing:
 
 
 class TestRestart:
-    async def test_restart_resumes_every_user(self, api, tmp_path):
+    async def test_restart_resumes_every_user(self, emulator, tmp_path):
         """A new process on the same SQLite file resumes every user's conversation."""
         path = tmp_path / "bot.db"
         users = ["alice", "bob", "carol"]
-        async with make_client(api) as client, SQLiteStore(path) as store:
+        async with emulator.client(max_retries=0) as client, SQLiteStore(path) as store:
             for user in users:
                 conv = await client.conversation_for(user, store=store)
                 await conv.say(f"{user} 1")
                 await conv.say(f"{user} 2")
-        conv_ids = set(api.conversations)
+        conv_ids = [conv.conv_id for conv in emulator.conversations()]
 
-        async with make_client(api) as client, SQLiteStore(path) as store:
+        async with emulator.client(max_retries=0) as client, SQLiteStore(path) as store:
             for user in users:
                 conv = await client.conversation_for(user, store=store)
                 assert [turn.text for turn in conv.history] == [f"{user} 1", f"{user} 2"]
                 reply = await conv.say(f"{user} 3")
                 assert reply.ord_number == 7
 
-        assert set(api.conversations) == conv_ids
-        assert sorted(api.conversations.values()) == [
-            [f"{user} {n}" for n in (1, 2, 3)] for user in users
-        ]
+        assert [conv.conv_id for conv in emulator.conversations()] == conv_ids
+        assert recorded(emulator) == [tuple(f"{user} {n}" for n in (1, 2, 3)) for user in users]

@@ -1,9 +1,11 @@
 """A bot worker process for the multi-process tests: JSON lines in, JSON lines out.
 
-    python worker.py BASE_URL STORE [LOCK_TTL]
+    python worker.py STORE [LOCK_TTL]
 
-STORE is `sqlite:PATH` or `redis:URL|PREFIX`. The worker prints `{"ready": true}`, then handles
-every line of stdin concurrently, as a bot handles messages:
+The Chat endpoint and credentials come from QUICKCHAT_BASE_URL, QUICKCHAT_API_TOKEN and
+QUICKCHAT_SCENARIO_ID (the tests point them at the emulator served on 127.0.0.1). STORE is
+`sqlite:PATH` or `redis:URL|PREFIX`. The worker prints `{"ready": true}`, then handles every
+line of stdin concurrently, as a bot handles messages:
 
 - `{"id": 1, "op": "say", "user": "u", "text": "hi"}` answers `{"id": 1, "ok": true, "conv_id":
   ..., "ord_number": ..., "history": [texts]}`, or `{"id": 1, "ok": false, "error": "..."}`;
@@ -55,14 +57,13 @@ async def handle(
     emit(answer)
 
 
-async def main(base_url: str, store_spec: str, lock_ttl: float | None) -> None:
+async def main(store_spec: str, lock_ttl: float | None) -> None:
     stdin = anyio.wrap_file(sys.stdin)
     async with (
-        AsyncQuickchat(token="worker-token", scenario_id="scenario-stores", base_url=base_url,
-                       max_retries=0) as client,
+        AsyncQuickchat(max_retries=0) as client,
         open_store(store_spec) as store,
         anyio.create_task_group() as tasks,
-    ):  # fmt: skip
+    ):
         emit({"ready": True})
         async for line in stdin:
             if line.strip():
@@ -70,5 +71,5 @@ async def main(base_url: str, store_spec: str, lock_ttl: float | None) -> None:
 
 
 if __name__ == "__main__":
-    ttl = float(sys.argv[3]) if len(sys.argv) > 3 else None
-    anyio.run(main, sys.argv[1], sys.argv[2], ttl, backend="asyncio")
+    ttl = float(sys.argv[2]) if len(sys.argv) > 2 else None
+    anyio.run(main, sys.argv[1], ttl, backend="asyncio")

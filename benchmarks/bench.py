@@ -346,14 +346,32 @@ async def latencies(url: str, count: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def layers(url: str, total: int, in_flight: int, rounds: int) -> dict[str, float]:
-    """Requests per second of each layer of `ANATOMY`, in rounds interleaved with raw aiohttp."""
-    rates: dict[str, float] = {}
+def layers(
+    url: str, total: int, in_flight: int, rounds: int
+) -> dict[str, tuple[float, tuple[int, ...]]]:
+    """Each layer of `ANATOMY`, in rounds interleaved with raw aiohttp: its best rate, and the
+    garbage collector's passes per generation during its last round."""
+    rates: dict[str, tuple[float, tuple[int, ...]]] = {}
     for _ in range(rounds):
         for engine in ["raw aiohttp", *ANATOMY]:
+            before = [generation["collections"] for generation in gc.get_stats()]
             rate = measure(engine, url, total, in_flight)[0]
-            rates[engine] = max(rates.get(engine, rate), rate)
+            passes = tuple(
+                generation["collections"] - start - (n == 2)  # less measure()'s gc.collect()
+                for n, (generation, start) in enumerate(zip(gc.get_stats(), before, strict=True))
+            )
+            best = max(rates[engine][0], rate) if engine in rates else rate
+            rates[engine] = (best, passes)
     return rates
+
+
+def print_layers(anatomy: dict[str, tuple[float, tuple[int, ...]]], in_flight: int) -> None:
+    print(f"\n| the SDK on aiohttp, layer by layer, {in_flight} in flight ", end="")
+    print("| requests/s | vs raw | gc passes (gen 0/1/2) |\n|---|---:|---:|---:|")
+    raw = anatomy["raw aiohttp"][0]
+    for engine, (rate, passes) in anatomy.items():
+        gc_passes = "/".join(map(str, passes))
+        print(f"| {engine} | {rate:.0f} | {rate / raw:.2f}x | {gc_passes} |")
 
 
 # --- memory -------------------------------------------------------------------------------------
@@ -461,10 +479,7 @@ def main() -> None:
         added = f"{(seconds - raw) / raw:+.1%}" if engine.startswith("SDK") else ""
         print(f"| {engine} | {seconds * 1e6:.0f} µs | {added} |")
 
-    print(f"\n| the SDK on aiohttp, layer by layer, {in_flight} in flight | requests/s | vs raw |")
-    print("|---|---:|---:|")
-    for engine, rate in anatomy.items():
-        print(f"| {engine} | {rate:.0f} | {rate / anatomy['raw aiohttp']:.2f}x |")
+    print_layers(anatomy, in_flight)
 
     per_conv, per_turn = memory_per_object()
     rss = peak_rss_100k()

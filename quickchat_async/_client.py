@@ -658,17 +658,8 @@ class AsyncQuickchat:
             )
         try:
             # The first attempt runs outside stamina: nearly every turn succeeds at once, and
-            # entering a retry context costs more than the rest of the SDK's own work. Without
-            # a rate limit and with a slot free, it goes straight to the transport.
-            limiter = self._limiter
-            if CURRENT_LIMITER.get() is None and limiter.take_nowait():
-                try:
-                    response = await self._transport.send(request)
-                finally:
-                    limiter.give()
-            else:
-                response = await self._send(request)
-            return self._reply(response, conv_id, 1)
+            # entering a retry context costs more than the rest of the SDK's own work.
+            return self._reply(await self._send(request), conv_id, 1)
         except QuickchatError as exc:
             if not self._max_retries or self._retry_delay(exc) is False:
                 raise

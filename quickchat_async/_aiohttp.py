@@ -23,11 +23,11 @@ import sniffio
 from ._exceptions import (
     ClientClosedError,
     QuickchatError,
-    connection_error,
+    deadline_error,
     error_from_aiohttp,
     scrubbed,
 )
-from ._transport import DEFAULT_MAX_RESPONSE_BYTES, ChatRequest, HTTPResponse, Timeout
+from ._transport import ChatRequest, HTTPResponse, Timeout
 from ._version import __version__
 
 
@@ -265,18 +265,10 @@ def _error(exc: BaseException, url: str, *, may_be_sent: bool) -> QuickchatError
 
     if isinstance(exc, aiohttp.ClientError):
         return error_from_aiohttp(exc, url=url, may_be_sent=may_be_sent)
-    return connection_error(
-        url=url,
-        action="ran out of time (the per-attempt deadline) talking to",
-        cause=exc,
-        sent=may_be_sent,
-        timeout=True,
-    )
+    return deadline_error(url=url, cause=exc, sent=may_be_sent)
 
 
-async def _read_capped(
-    response: aiohttp.ClientResponse, limit: int = DEFAULT_MAX_RESPONSE_BYTES
-) -> tuple[bytes, bool]:
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
     """Read at most `limit` bytes of the (decoded) body; say whether more was left unread.
 
     `send` reads a body of a known, small enough length itself.

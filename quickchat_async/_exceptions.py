@@ -477,6 +477,17 @@ def connection_error(
     return cls(f"The SDK {action} {url} ({reason}). {advice}", url=url, outcome_unknown=sent)
 
 
+def deadline_error(*, url: str, cause: BaseException, sent: bool) -> APIConnectionError:
+    """Build the `APITimeoutError` of an attempt that outlived its deadline (`Timeout.total`)."""
+    return connection_error(
+        url=url,
+        action="ran out of time (the per-attempt deadline) talking to",
+        cause=cause,
+        sent=sent,
+        timeout=True,
+    )
+
+
 def _classify(
     exc: BaseException,
     *,
@@ -529,13 +540,7 @@ def map_httpx_errors(*, url: str, may_be_sent: Callable[[], bool]) -> Generator[
     except httpx.HTTPError as exc:
         raise error_from_httpx(exc, url=url, may_be_sent=may_be_sent()) from scrubbed(exc)
     except TimeoutError as exc:  # the SDK's own per-attempt deadline (anyio.fail_after)
-        raise connection_error(
-            url=url,
-            action="ran out of time (the per-attempt deadline) talking to",
-            cause=exc,
-            sent=may_be_sent(),
-            timeout=True,
-        ) from scrubbed(exc)
+        raise deadline_error(url=url, cause=exc, sent=may_be_sent()) from scrubbed(exc)
 
 
 def error_from_aiohttp(exc: BaseException, *, url: str, may_be_sent: bool) -> QuickchatError:

@@ -342,7 +342,7 @@ class AsyncQuickchat:
         self._headers = _resolve_headers(default_headers)
         self._install(secret)
 
-        self._transport = _resolve_transport(transport, http_client, max_connections)
+        self._transport = resolve_transport(transport, http_client, max_connections)
         user_agent = getattr(self._transport, "user_agent", None)  # the aiohttp one names aiohttp
         if isinstance(user_agent, str) and self._headers.get("User-Agent") == USER_AGENT:
             self._headers["User-Agent"] = user_agent
@@ -803,7 +803,7 @@ def _timeout_of(value: object) -> Timeout:
         raise ValidationError(str(exc)) from None
 
 
-def _resolve_transport(transport: object, http_client: object, max_connections: int) -> Transport:
+def resolve_transport(transport: object, http_client: object, max_connections: int) -> Transport:
     """Pick the transport. The client closes it; a caller's httpx client stays open."""
     if http_client is not None:
         if transport is not None:

@@ -16,11 +16,10 @@ from typing import Any, Final, Literal
 import anyio
 import attrs
 
-from ._aiohttp import AiohttpTransport
-from ._client import AsyncQuickchat
+from ._client import AsyncQuickchat, resolve_transport
 from ._conversation import Conversation
 from ._fanout import FanOutResult
-from ._transport import ChatRequest, HTTPResponse, HttpxTransport, Timeout, Transport
+from ._transport import ChatRequest, HTTPResponse, Timeout, Transport
 
 
 __all__ = ["MAX_CONVERSATIONS", "MAX_TURNS", "LoadReport", "run_load"]
@@ -191,14 +190,7 @@ async def run_load(
                 max_duration=max_duration,
                 on_result=on_result,
             )
-    inner: Transport
-    if transport == "httpx":
-        inner = HttpxTransport(max_connections=concurrency)
-    elif transport == "aiohttp":
-        inner = AiohttpTransport(max_connections=concurrency)
-    else:
-        raise ValueError(f"Unknown transport {transport!r}: use 'httpx' or 'aiohttp'.")
-    counting = _CountingTransport(inner)
+    counting = _CountingTransport(resolve_transport(transport, None, concurrency))
     latencies: list[float] = []
     errors: collections.Counter[str] = collections.Counter()
     texts = [f"Load test message {n + 1}" for n in range(turns)]

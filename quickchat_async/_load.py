@@ -33,11 +33,13 @@ TransportName = Literal["httpx", "aiohttp"]
 class _CountingTransport:
     """Counts attempts on the way through, to tell retries from first attempts."""
 
-    __slots__ = ("attempts", "inner")
+    __slots__ = ("attempts", "inner", "user_agent")
 
     def __init__(self, inner: Transport) -> None:
         self.inner = inner
         self.attempts = 0
+        #: The inner transport's User-Agent, if it names its engine (the client reads it).
+        self.user_agent: object = getattr(inner, "user_agent", None)
 
     async def send(self, request: ChatRequest, /) -> HTTPResponse:
         self.attempts += 1

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from quickchat_async._cli_load import register
 from quickchat_async._load import LoadReport, run_load
-from quickchat_async.emulator import EmulatorService, serve
+from quickchat_async._version import __version__
+from quickchat_async.emulator import DEMO_SCENARIO, EmulatorService, serve
 from quickchat_async.testing import Emulator
 
 
@@ -131,6 +132,33 @@ class TestRunLoad:
 
         assert report.timed_out
         assert report.turns_ok < 50
+
+    @pytest.mark.parametrize("anyio_backend", ["asyncio"])
+    @pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+    async def test_user_agent_names_the_engine(self, transport, monkeypatch):
+        """A load run's requests name the HTTP engine it was asked to use."""
+        agents: list[str] = []
+        handle_chat = EmulatorService.handle_chat
+
+        def recording(service, headers, body):
+            agents.extend(v for k, v in headers.items() if k.lower() == "user-agent")
+            return handle_chat(service, headers, body)
+
+        monkeypatch.setattr(EmulatorService, "handle_chat", recording)
+        with serve(EmulatorService()) as server:
+            report = await run_load(
+                conversations=2,
+                turns=1,
+                concurrency=2,
+                transport=transport,
+                base_url=server.base_url,
+                token=DEMO_SCENARIO.tokens[0],
+                scenario_id=DEMO_SCENARIO.scenario_id,
+            )
+
+        assert report.turns_ok == 2
+        assert len(agents) == 2
+        assert all(a.startswith(f"quickchat-async/{__version__} {transport}/") for a in agents)
 
     @pytest.mark.parametrize(
         "options",

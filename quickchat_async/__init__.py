@@ -10,8 +10,8 @@ Example::
         print(reply.text)
 """
 
-from ._aiohttp import AiohttpTransport
-from ._client import NOT_GIVEN, AsyncQuickchat, Flavor, NotGiven
+from ._client import AsyncQuickchat
+from ._config import Timeout
 from ._conversation import Conversation
 from ._exceptions import (
     APIConnectionError,
@@ -36,7 +36,7 @@ from ._exceptions import (
     ValidationError,
 )
 from ._fanout import FanOut, FanOutResult, Job, Script
-from ._models import JSONValue, Reply, Turn, TurnStatus, html_to_text
+from ._models import HTTPResponse, Reply, Turn, TurnStatus, html_to_text
 from ._ratelimit import RateLimiter
 from ._stores import (
     ConversationStore,
@@ -46,8 +46,16 @@ from ._stores import (
     StoredConversation,
     StoreRecord,
 )
-from ._transport import ChatRequest, HTTPResponse, HttpxTransport, Timeout, Transport
+from ._transports import (
+    AiohttpTransport,
+    BaseTransport,
+    Httpx2Transport,
+    HttpxTransport,
+    Transport,
+)
+from ._types import NOT_GIVEN, Flavor, JSONValue, NotGiven
 from ._version import __version__
+from ._wire import ChatRequest
 
 
 __all__ = [
@@ -59,6 +67,7 @@ __all__ = [
     "AsyncQuickchat",
     "AuthenticationError",
     "BadRequestError",
+    "BaseTransport",
     "ChatRequest",
     "ClientClosedError",
     "Conversation",
@@ -68,6 +77,7 @@ __all__ = [
     "FanOutResult",
     "Flavor",
     "HTTPResponse",
+    "Httpx2Transport",
     "HttpxTransport",
     "InternalServerError",
     "JSONValue",

@@ -20,17 +20,17 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._conversation import Conversation
 from ._exceptions import ValidationError
-from ._models import JSONValue, Reply
-from ._ratelimit import CURRENT_LIMITER, RateLimiter
+from ._models import Reply
+from ._ratelimit import RateLimiter
+from ._sender import AsyncSender
+from ._types import JSONValue
 from ._validation import check_count
 
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from ._client import AsyncQuickchat
-
-__all__ = ["FanOut", "FanOutResult", "Job", "Script"]
+__all__ = ["FanOut", "FanOutOptions", "FanOutResult", "Job", "Script"]
 
 
 def _as_tuple(turns: Iterable[str]) -> tuple[str, ...]:
@@ -97,6 +97,46 @@ class FanOutResult:
 OnResult: TypeAlias = Callable[[FanOutResult], object]
 
 
+def _concurrency(value: object) -> int:
+    return check_count(value, name="concurrency", minimum=1)
+
+
+@attrs.frozen(kw_only=True)
+class FanOutOptions:
+    """How a fan-out runs: see `AsyncQuickchat.fan_out`.
+
+    Attributes:
+        concurrency: how many jobs run at once.
+        rate_limiter: the limiter every request of the fan-out waits on, retries included.
+        on_result: called with each result as it arrives (a plain or an async function).
+    """
+
+    concurrency: int = attrs.field(default=64, converter=_concurrency)
+    rate_limiter: RateLimiter | None = None
+    on_result: OnResult | None = None
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        concurrency: int,
+        rate_per_second: float | None,
+        rate_per_minute: float | None,
+        rate_limiter: RateLimiter | None,
+        on_result: OnResult | None,
+    ) -> FanOutOptions:
+        """The options of `fan_out`'s arguments: a limiter made of the rates, if given.
+
+        Raises:
+            ValidationError: a bad concurrency or rate, or both rates and a limiter.
+        """
+        if rate_limiter is not None and (rate_per_second or rate_per_minute):
+            raise ValidationError("Pass rate_limiter= or rate_per_second/rate_per_minute.")
+        if rate_limiter is None and (rate_per_second is not None or rate_per_minute is not None):
+            rate_limiter = RateLimiter(per_second=rate_per_second, per_minute=rate_per_minute)
+        return cls(concurrency=concurrency, rate_limiter=rate_limiter, on_result=on_result)
+
+
 class FanOut:
     """Runs jobs concurrently and yields their results as they finish.
 
@@ -104,51 +144,34 @@ class FanOut:
     iterate. Leaving the block early cancels the jobs still running.
     """
 
-    __slots__ = (
-        "_client",
-        "_concurrency",
-        "_jobs",
-        "_limiter",
-        "_on_result",
-        "_receive",
-        "_task_group",
-    )
+    __slots__ = ("_client", "_jobs", "_options", "_receive", "_task_group")
 
     def __init__(
-        self,
-        client: AsyncQuickchat,
-        jobs: Iterable[Job],
-        *,
-        concurrency: int = 64,
-        rate_per_second: float | None = None,
-        rate_per_minute: float | None = None,
-        rate_limiter: RateLimiter | None = None,
-        on_result: OnResult | None = None,
+        self, client: AsyncSender, jobs: Iterable[Job], options: FanOutOptions | None = None
     ) -> None:
-        check_count(concurrency, name="concurrency", minimum=1)
-        if rate_limiter is not None and (rate_per_second or rate_per_minute):
-            raise ValidationError("Pass rate_limiter= or rate_per_second/rate_per_minute.")
-        if rate_limiter is None and (rate_per_second is not None or rate_per_minute is not None):
-            rate_limiter = RateLimiter(per_second=rate_per_second, per_minute=rate_per_minute)
+        options = options or FanOutOptions()
+        # Every request of the fan-out's conversations waits on its limiter, retries included.
+        if options.rate_limiter is not None:
+            client = client.with_options(rate_limiter=options.rate_limiter)
         self._client = client
         self._jobs: Iterator[tuple[int, Job]] = enumerate(jobs)
-        self._concurrency = concurrency
-        self._limiter = rate_limiter
-        self._on_result = on_result
+        self._options = options
         self._task_group: anyio.abc.TaskGroup | None = None
         self._receive: MemoryObjectReceiveStream[FanOutResult] | None = None
 
     def __repr__(self) -> str:
-        return f"<FanOut concurrency={self._concurrency} rate={self._limiter!r}>"
+        options = self._options
+        return f"<FanOut concurrency={options.concurrency} rate={options.rate_limiter!r}>"
 
     async def __aenter__(self) -> Self:
         if self._task_group is not None:
             raise RuntimeError("A FanOut runs once.")
-        send, self._receive = anyio.create_memory_object_stream[FanOutResult](self._concurrency)
+        concurrency = self._options.concurrency
+        send, self._receive = anyio.create_memory_object_stream[FanOutResult](concurrency)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         async with send:
-            for _ in range(self._concurrency):
+            for _ in range(concurrency):
                 self._task_group.start_soon(self._worker, send.clone())
         return self
 
@@ -176,18 +199,18 @@ class FanOut:
             raise StopAsyncIteration from None
 
     async def _worker(self, send: anyio.abc.ObjectSendStream[FanOutResult]) -> None:
-        CURRENT_LIMITER.set(self._limiter)  # every request of this task waits on the rate
+        on_result = self._options.on_result
         async with send:
             for index, job in self._jobs:  # shared: each worker takes the next job
                 result = await _run(self._client, index, job)
-                if self._on_result is not None:
-                    outcome = self._on_result(result)
+                if on_result is not None:
+                    outcome = on_result(result)
                     if inspect.isawaitable(outcome):
                         await outcome
                 await send.send(result)
 
 
-async def _run(client: AsyncQuickchat, index: int, job: Job) -> FanOutResult:
+async def _run(client: AsyncSender, index: int, job: Job) -> FanOutResult:
     """Run one job to its end; any exception is its result, not its siblings' problem."""
     start = time.perf_counter()
     replies: list[Reply] = []
@@ -195,11 +218,11 @@ async def _run(client: AsyncQuickchat, index: int, job: Job) -> FanOutResult:
     value: object = None
     try:
         if callable(job):
-            conversation = client.conversation()
+            conversation = Conversation(client)
             value = await job(conversation)
         else:
             script = job if isinstance(job, Script) else Script(turns=_texts(job))
-            conversation = client.conversation(kb_topic=script.kb_topic, metadata=script.metadata)
+            conversation = Conversation(client, kb_topic=script.kb_topic, metadata=script.metadata)
             for text in script.turns:
                 reply = await conversation.say(text, context=script.context)
                 replies.append(reply)
@@ -209,7 +232,7 @@ async def _run(client: AsyncQuickchat, index: int, job: Job) -> FanOutResult:
     else:
         error = None
     if conversation is None:  # the job was refused before it started
-        conversation = client.conversation()
+        conversation = Conversation(client)
     return FanOutResult(
         index, conversation, tuple(replies), value, error, time.perf_counter() - start
     )

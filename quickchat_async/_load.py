@@ -16,10 +16,13 @@ from typing import Any, Final, Literal
 import anyio
 import attrs
 
-from ._client import AsyncQuickchat, resolve_transport
+from ._client import AsyncQuickchat
+from ._config import SDK_USER_AGENT, Timeout
 from ._conversation import Conversation
 from ._fanout import FanOutResult
-from ._transport import ChatRequest, HTTPResponse, Timeout, Transport
+from ._models import HTTPResponse
+from ._transports import BaseTransport, Transport, resolve_transport
+from ._wire import ChatRequest
 
 
 __all__ = ["MAX_CONVERSATIONS", "MAX_TURNS", "LoadReport", "run_load"]
@@ -27,10 +30,10 @@ __all__ = ["MAX_CONVERSATIONS", "MAX_TURNS", "LoadReport", "run_load"]
 #: Bounds of one run, so a typo cannot start an endless one.
 MAX_CONVERSATIONS: Final = 100_000
 MAX_TURNS: Final = 100
-TransportName = Literal["httpx", "aiohttp"]
+TransportName = Literal["httpx2", "httpx", "aiohttp"]
 
 
-class _CountingTransport:
+class _CountingTransport(BaseTransport):
     """Counts attempts on the way through, to tell retries from first attempts."""
 
     __slots__ = ("attempts", "inner", "user_agent")
@@ -38,8 +41,8 @@ class _CountingTransport:
     def __init__(self, inner: Transport) -> None:
         self.inner = inner
         self.attempts = 0
-        #: The inner transport's User-Agent, if it names its engine (the client reads it).
-        self.user_agent: object = getattr(inner, "user_agent", None)
+        # The User-Agent names the inner engine.
+        self.user_agent = inner.user_agent if isinstance(inner, BaseTransport) else SDK_USER_AGENT
 
     async def send(self, request: ChatRequest, /) -> HTTPResponse:
         self.attempts += 1
@@ -139,7 +142,7 @@ async def run_load(
     concurrency: int = 32,
     rate_per_second: float | None = None,
     rate_per_minute: float | None = None,
-    transport: TransportName = "httpx",
+    transport: TransportName = "httpx2",
     base_url: str | None = None,
     token: str | None = None,
     scenario_id: str | None = None,

@@ -1,4 +1,4 @@
-"""Frozen value types: the Agent's `Reply`, and a `Turn`: one exchange of a conversation."""
+"""Frozen values: the Agent's `Reply`, a `Turn` of a conversation, and an `HTTPResponse`."""
 
 from __future__ import annotations
 
@@ -8,15 +8,13 @@ import functools
 import html
 import re
 from collections.abc import Mapping
-from typing import TypeAlias
 
 import attrs
 
+from ._types import JSONValue
 
-__all__ = ["JSONValue", "Reply", "Turn", "TurnStatus", "html_to_text"]
 
-#: A value that survives a round trip through JSON.
-JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
+__all__ = ["HTTPResponse", "Reply", "Turn", "TurnStatus", "html_to_text"]
 
 
 def _empty() -> dict[str, JSONValue]:
@@ -49,6 +47,8 @@ class Reply:
         ord_number: the reply's sequential number within the conversation, when sent.
         src: the server's internal source indicator, when sent.
         raw: the whole decoded JSON body.
+        attempts: how many attempts the turn took (1 unless it was retried).
+        elapsed: seconds the whole turn took, retries and waits included.
     """
 
     conv_id: str
@@ -56,6 +56,8 @@ class Reply:
     ord_number: int | None = None
     src: int | None = None
     raw: Mapping[str, JSONValue] = attrs.field(factory=_empty, eq=False, repr=False)
+    attempts: int = attrs.field(default=1, eq=False, repr=False)
+    elapsed: float = attrs.field(default=0.0, eq=False, repr=False)
 
     @functools.cached_property
     def text(self) -> str:
@@ -125,3 +127,28 @@ class Turn:
         if self.status is TurnStatus.UNCONFIRMED:
             return None
         return self.status is not TurnStatus.NOT_LANDED
+
+
+@attrs.frozen(slots=True, repr=False)
+class HTTPResponse:
+    """An HTTP response with its body read (up to the limit).
+
+    Attributes:
+        status_code: the HTTP status.
+        headers: the response headers; lookups must be case-insensitive.
+        content: the body, or its first `max_response_bytes` when `truncated`.
+        truncated: True when the body was longer than the SDK will read.
+    """
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes = attrs.field(repr=False)  # a server may echo a credential
+    truncated: bool = False
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8 (invalid bytes replaced)."""
+        return self.content.decode("utf-8", "replace")
+
+    def __repr__(self) -> str:
+        return f"<HTTPResponse [{self.status_code}] {len(self.content)} bytes>"

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextvars
-import math
-from typing import Final
-
 import anyio
 
 from ._exceptions import ValidationError
+from ._validation import check_rate
 
 
 __all__ = ["RateLimiter"]
@@ -73,10 +70,13 @@ class RateLimiter:
         per_minute: float | None = None,
         burst: float = 1,
     ) -> None:
-        for name, value in (("per_second", per_second), ("per_minute", per_minute)):
-            if value is not None and not _positive(value):
-                raise ValidationError(f"{name} must be a positive number or None, not {value!r}.")
-        if not _positive(burst) or burst < 1:
+        check_rate(per_second, name="per_second")
+        check_rate(per_minute, name="per_minute")
+        try:
+            enough = (check_rate(burst, name="burst") or 0) >= 1
+        except ValidationError:
+            enough = False
+        if not enough:
             raise ValidationError(f"burst must be a number of at least 1, not {burst!r}.")
         self.per_second = per_second
         self.per_minute = per_minute
@@ -93,18 +93,3 @@ class RateLimiter:
         """Wait until one more request fits under every limit, and count it."""
         for bucket in self._buckets:
             await bucket.acquire()
-
-
-def _positive(value: object) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
-
-
-#: The limiter every request of the current task waits on (set by the fan-out's workers).
-CURRENT_LIMITER: Final[contextvars.ContextVar[RateLimiter | None]] = contextvars.ContextVar(
-    "quickchat_async_rate_limiter", default=None
-)

@@ -1,33 +1,72 @@
-"""The Chat endpoint's input rules, checked before anything is sent."""
+"""Every input rule of the SDK, checked before anything is sent; one error type: ValidationError.
+
+The Chat endpoint's rules (a message, at most 1000 characters of context, at most 5 metadata
+keys), the client's settings (credentials, scenario_id, base_url, headers, counts and seconds)
+and the stores' user keys. Nothing here does I/O or reads the environment.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import math
 from collections.abc import Mapping
-from typing import Literal, overload
+from typing import Final, Literal, overload
+
+import httpx2
 
 from ._exceptions import ValidationError
-from ._models import JSONValue
+from ._types import Flavor, JSONValue, Secret
 
 
 __all__ = [
     "MAX_CONTEXT_CHARS",
     "MAX_METADATA_KEYS",
+    "MAX_USER_KEY_CHARS",
+    "check_base_url",
     "check_context",
     "check_conv_id",
     "check_count",
+    "check_credential",
+    "check_headers",
     "check_kb_topic",
     "check_metadata",
     "check_metadata_size",
+    "check_rate",
+    "check_scenario_id",
+    "check_seconds",
     "check_text",
+    "check_user_key",
 ]
 
 #: The documented limit of `client_metadata` keys per request.
-MAX_METADATA_KEYS = 5
+MAX_METADATA_KEYS: Final = 5
 #: The documented limit of `message_context`, spaces included.
-MAX_CONTEXT_CHARS = 1000
+MAX_CONTEXT_CHARS: Final = 1000
+#: The longest user key accepted. Keys are identifiers (a chat id, "telegram:42"), not content.
+MAX_USER_KEY_CHARS: Final = 512
+#: Headers the SDK sets itself; a caller may not replace them.
+_RESERVED_HEADERS: Final = frozenset(
+    {"authorization", "proxy-authorization", "content-length", "host"}
+)
 
-_JSON_CHECK = json.JSONEncoder(allow_nan=False, check_circular=True)
+_JSON_CHECK: Final = json.JSONEncoder(ensure_ascii=False, allow_nan=False, check_circular=True)
+
+
+def _utf8(text: str, name: str) -> str:
+    """Refuse a string that cannot be sent as UTF-8 (it holds a lone surrogate)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise ValidationError(
+            f"{name} holds a lone surrogate ({text[exc.start]!r} at index {exc.start}: half of a "
+            "UTF-16 pair, such as an emoji cut in two) and cannot be sent as UTF-8; check how "
+            "the text was decoded."
+        ) from None
+    return text
+
+
+# --- a turn -----------------------------------------------------------------------------------
 
 
 def check_text(text: object) -> str:
@@ -36,7 +75,7 @@ def check_text(text: object) -> str:
         raise ValidationError(f"text must be a string, not {type(text).__name__}.")
     if not text.strip():
         raise ValidationError("text must not be empty: Quickchat needs a message to answer.")
-    return text
+    return _utf8(text, "text")
 
 
 def check_context(context: object, *, name: str = "context") -> str | None:
@@ -50,7 +89,7 @@ def check_context(context: object, *, name: str = "context") -> str | None:
             f"{name} is {len(context)} characters long; Quickchat accepts at most "
             f"{MAX_CONTEXT_CHARS} (spaces included). Shorten it."
         )
-    return context
+    return _utf8(context, name)
 
 
 def check_kb_topic(kb_topic: object) -> str | None:
@@ -59,7 +98,7 @@ def check_kb_topic(kb_topic: object) -> str | None:
         return None
     if not isinstance(kb_topic, str) or not kb_topic:
         raise ValidationError(f"kb_topic must be a non-empty string or None, not {kb_topic!r}.")
-    return kb_topic
+    return _utf8(kb_topic, "kb_topic")
 
 
 def check_metadata(
@@ -89,11 +128,13 @@ def check_metadata(
         copy[key] = value
     check_metadata_size(copy, name=name)
     try:
-        _JSON_CHECK.encode(copy)
+        _utf8(_JSON_CHECK.encode(copy), name)
     except (TypeError, ValueError) as exc:
         raise ValidationError(
             f"{name} values must be JSON (str, int, float, bool, None, lists and dicts): {exc}."
         ) from None
+    except RecursionError:
+        raise ValidationError(f"{name} is nested too deeply to be sent as JSON.") from None
     return copy
 
 
@@ -105,6 +146,16 @@ def check_metadata_size(metadata: Mapping[str, object], *, name: str = "client_m
             f"{name} would carry {len(metadata)} keys ({keys}); Quickchat accepts at most "
             f"{MAX_METADATA_KEYS}, kb_topic included. Drop some."
         )
+
+
+def check_conv_id(conv_id: object) -> str | None:
+    """A conversation ID: a non-empty string, or None for a new conversation."""
+    if conv_id is not None and (not isinstance(conv_id, str) or not conv_id):
+        raise ValidationError(f"conv_id must be a non-empty string or None, not {conv_id!r}.")
+    return conv_id
+
+
+# --- numbers ----------------------------------------------------------------------------------
 
 
 @overload
@@ -123,8 +174,154 @@ def check_count(value: object, *, name: str, minimum: int, optional: bool = Fals
     return value
 
 
-def check_conv_id(conv_id: object) -> str | None:
-    """A conversation ID: a non-empty string, or None for a new conversation."""
-    if conv_id is not None and (not isinstance(conv_id, str) or not conv_id):
-        raise ValidationError(f"conv_id must be a non-empty string or None, not {conv_id!r}.")
-    return conv_id
+def _is_positive(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+@overload
+def check_seconds(value: object, *, name: str) -> float: ...
+@overload
+def check_seconds(value: object, *, name: str, optional: Literal[True]) -> float | None: ...
+def check_seconds(value: object, *, name: str, optional: bool = False) -> float | None:
+    """A duration such as `lock_ttl`: a positive, finite number of seconds (None if optional)."""
+    if value is None and optional:
+        return None
+    if not _is_positive(value):
+        allowed = " or None" if optional else ""
+        raise ValidationError(
+            f"{name} must be a positive number of seconds{allowed}, not {value!r}."
+        )
+    return float(value)  # type: ignore[arg-type] # _is_positive made sure it is a number
+
+
+def check_rate(value: object, *, name: str) -> float | None:
+    """A rate such as `per_second`: a positive, finite number, or None for no limit."""
+    if value is not None and not _is_positive(value):
+        raise ValidationError(f"{name} must be a positive number or None, not {value!r}.")
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+# --- the client's settings ---------------------------------------------------------------------
+
+
+def check_credential(token: Secret, api_key: Secret, *, where: str) -> tuple[Flavor, Secret]:
+    """Pick the flavor from the one credential given; `where` says where they came from.
+
+    The raw values are only ever read inline, never bound to a local, so no frame of a failed
+    check holds them; messages name the character and place, never the value.
+    """
+    if token.reveal() is not None and api_key.reveal() is not None:
+        raise ValidationError(
+            f"{where}: pass a token (current flavor, Bearer) or an api_key (legacy flavor), "
+            "not both."
+        )
+    if token.reveal() is None and api_key.reveal() is None:
+        raise ValidationError(
+            "No credential: pass token=... (or set QUICKCHAT_API_TOKEN) for the current flavor, "
+            "or api_key=... (or set QUICKCHAT_API_KEY) for the legacy one."
+        )
+    flavor, secret, name = (
+        (Flavor.CURRENT, token, "token")
+        if token.reveal() is not None
+        else (Flavor.LEGACY, api_key, "api_key")
+    )
+    if not isinstance(secret.reveal(), str) or not str(secret.reveal()).strip():
+        raise ValidationError(f"{name} must be a non-empty string.")
+    if any(c in str(secret.reveal()) for c in "\r\n\x00"):
+        raise ValidationError(f"{name} contains a line break or NUL; check how it was read.")
+    return flavor, secret
+
+
+def check_scenario_id(scenario_id: object) -> str:
+    """The AI Agent's ID: a non-empty string."""
+    if not isinstance(scenario_id, str) or not scenario_id.strip():
+        raise ValidationError(
+            "scenario_id is required: pass scenario_id=... or set QUICKCHAT_SCENARIO_ID "
+            "(it is the ID of your AI Agent)."
+        )
+    return _utf8(scenario_id, "scenario_id")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(base_url: object) -> str:
+    """Check a base URL and return it without a trailing slash (or `/chat`).
+
+    Plain `http://` is refused except to a loopback host, and so are credentials in the URL.
+    """
+    if not isinstance(base_url, str):
+        raise ValidationError(f"base_url must be a string, not {type(base_url).__name__}.")
+    try:
+        url = httpx2.URL(base_url)
+    except httpx2.InvalidURL:
+        raise ValidationError("base_url is not a valid URL.") from None
+    if url.userinfo:
+        raise ValidationError(
+            "base_url must not embed credentials (user:password@host): pass token= or api_key=."
+        )
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise ValidationError(
+            "base_url must be an http(s) URL with a host, such as https://app.quickchat.ai."
+        )
+    if url.scheme == "http" and not _is_loopback(url.host):
+        raise ValidationError(
+            f"base_url uses plain http:// to {url.host}, which would send the credential in "
+            "clear text; use https://, or http:// only to a loopback host (127.0.0.1, localhost)."
+        )
+    if url.query or url.fragment:
+        raise ValidationError("base_url must not have a query string or fragment.")
+    path = url.path.rstrip("/").removesuffix("/chat")
+    return str(url.copy_with(path=path or "/")).rstrip("/")
+
+
+def check_headers(headers: object, *, name: str = "default_headers") -> dict[str, str]:
+    """Extra request headers: string names and values, none that the SDK sets itself."""
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping):
+        raise ValidationError(f"{name} must be a mapping of header names to values.")
+    checked: dict[str, str] = {}
+    for key, value in headers.items():  # pyright: ignore[reportUnknownVariableType]
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValidationError(f"{name} must map header names to string values.")
+        if key.lower() in _RESERVED_HEADERS:
+            raise ValidationError(
+                f"{name} may not set {key}: the SDK sets it (pass token= for auth)."
+            )
+        if any(c in key or c in value for c in "\r\n\x00"):
+            raise ValidationError(f"{name} entry {key!r} holds a line break or NUL.")
+        checked[key] = value
+    return checked
+
+
+# --- stores -----------------------------------------------------------------------------------
+
+
+def check_user_key(user_key: object) -> str:
+    """A user key: a non-empty string of at most `MAX_USER_KEY_CHARS` characters.
+
+    Any string the app chooses works ("4242", "telegram:4242", "acme/web/user-9"); it must be
+    encodable as UTF-8, because stores keep it as text.
+    """
+    if not isinstance(user_key, str):
+        raise ValidationError(f"user_key must be a string, not {type(user_key).__name__}.")
+    if not user_key:
+        raise ValidationError("user_key must not be empty: it names whose conversation it is.")
+    if len(user_key) > MAX_USER_KEY_CHARS:
+        raise ValidationError(
+            f"user_key is {len(user_key)} characters long; the limit is {MAX_USER_KEY_CHARS}. "
+            "Use an identifier (a chat or user ID), or a hash of a longer one."
+        )
+    return _utf8(user_key, "user_key")

@@ -2,7 +2,7 @@
 
 `Emulator` holds an `EmulatorService` (the emulator's core: the API's rules, what it
 recorded, the faults to inject) and hands out clients wired to it: in process through an
-httpx transport (no socket, asyncio and trio), or, inside ``async with``, over a real
+httpx2 transport (no socket, asyncio and trio), or, inside ``async with``, over a real
 loopback socket served by uvicorn (extra ``[emulator]``).
 
 A pytest example to copy (with the ``anyio`` pytest plugin that anyio installs)::
@@ -38,11 +38,11 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, final
 
-import httpx
+import httpx2
 
 from ._client import AsyncQuickchat
 from ._exceptions import QuickchatError
-from ._transport import USER_AGENT, HttpxTransport
+from ._transports import Httpx2Transport
 from .emulator import (
     EmulatorService,
     EmulatorTransport,
@@ -160,16 +160,15 @@ class Emulator:
         """
         return self._server.base_url if self._server is not None else IN_PROCESS_URL
 
-    def http_client(self, **kwargs: Any) -> httpx.AsyncClient:  # noqa: ANN401
-        """An `httpx.AsyncClient` that reaches the emulator: in process, or over loopback.
+    def http_client(self, **kwargs: Any) -> httpx2.AsyncClient:  # noqa: ANN401
+        """An `httpx2.AsyncClient` that reaches the emulator: in process, or over loopback.
 
         Args:
-            **kwargs: passed to `httpx.AsyncClient` (not ``transport`` in process).
+            **kwargs: passed to `httpx2.AsyncClient` (not ``transport`` in process).
         """
-        kwargs.setdefault("headers", {"User-Agent": USER_AGENT})
         if self._server is None:
-            return httpx.AsyncClient(transport=EmulatorTransport(self._service), **kwargs)
-        return httpx.AsyncClient(**kwargs)
+            return httpx2.AsyncClient(transport=EmulatorTransport(self._service), **kwargs)
+        return httpx2.AsyncClient(**kwargs)
 
     def client(
         self,
@@ -197,12 +196,12 @@ class Emulator:
             raise ValueError(f"flavor must be 'current' or 'legacy', not {flavor!r}.")
         options.update(kwargs)
         if self._server is None and options.get("http_client") is None:
-            if options.get("transport") not in (None, "httpx"):
+            if options.get("transport") not in (None, "httpx2"):
                 raise ValueError(
-                    "In process, the emulator answers through httpx: serve it "
+                    "In process, the emulator answers through httpx2: serve it "
                     "(`async with emulator:`) to use another transport."
                 )
-            options["transport"] = HttpxTransport(self.http_client(), close_client=True)
+            options["transport"] = Httpx2Transport(self.http_client(), close_client=True)
         return AsyncQuickchat(**options)
 
     # --- what the server recorded -----------------------------------------------------------

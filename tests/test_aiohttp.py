@@ -30,7 +30,7 @@ from quickchat_async import (
     TurnStatus,
     UnexpectedResponseError,
 )
-from quickchat_async._exceptions import error_from_aiohttp
+from quickchat_async._transports._aiohttp import _error
 from quickchat_async._version import __version__
 from quickchat_async.emulator import EmulatorService, Fault, ServerHandle, serve
 from quickchat_async.testing import Emulator
@@ -398,7 +398,7 @@ class TestErrorMapping:
     )
     def test_each_error(self, exc, cls, unknown, words):
         """Each aiohttp error maps to one class, with whether the message may have landed."""
-        error = error_from_aiohttp(exc, url="http://127.0.0.1:1/chat", may_be_sent=True)
+        error = _error(exc, "http://127.0.0.1:1/chat", may_be_sent=True)
 
         assert type(error) is cls
         assert error.outcome_unknown is unknown
@@ -410,7 +410,7 @@ class TestErrorMapping:
         url = yarl.URL("http://127.0.0.1:1/chat")
         info = aiohttp.RequestInfo(url, "POST", CIMultiDictProxy(CIMultiDict()), url)
         exc = aiohttp.ClientResponseError(info, (), status=400, message="bad")
-        error = error_from_aiohttp(exc, url="u", may_be_sent=False)
+        error = _error(exc, "u", may_be_sent=False)
 
         assert "malformed" in error.message
         assert not error.outcome_unknown

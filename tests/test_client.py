@@ -31,7 +31,6 @@ from quickchat_async import (
     UnexpectedResponseError,
     ValidationError,
 )
-from quickchat_async._client import _loads
 from quickchat_async._version import __version__
 
 from .conftest import (
@@ -430,26 +429,6 @@ class TestRequests:
         body = client._request(text, conv_id, metadata, context).body
 
         assert body == json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
-
-    @hypothesis.settings(max_examples=300, deadline=None)
-    @hypothesis.given(
-        body=st.dictionaries(
-            st.text(), st.none() | st.integers() | st.text() | st.lists(st.text())
-        ).map(lambda value: json.dumps(value, ensure_ascii=False).encode())
-        | st.binary().map(lambda value: b"{" + value),
-        tail=st.sampled_from([b"", b" \r\n\t", b" x", b"}", b"\x0c"]),
-    )
-    def test_reply_json_read_as_json_loads_reads_it(self, body, tail):
-        """The reply decoder's fast path accepts and refuses exactly what json.loads does."""
-        try:
-            expected: tuple[object, ...] = ("ok", json.loads(body + tail))
-        except ValueError:
-            expected = ("refused",)
-        try:
-            got: tuple[object, ...] = ("ok", _loads(body + tail))
-        except ValueError:
-            got = ("refused",)
-        assert got == expected
 
     async def test_lone_surrogate_refused(self, client, router):
         """Text that cannot be UTF-8 (a lone surrogate) is refused before anything is sent."""

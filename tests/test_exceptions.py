@@ -8,6 +8,7 @@ import time
 import traceback
 
 import httpx
+import httpx2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,17 +28,18 @@ from quickchat_async import (
     UnexpectedResponseError,
     ValidationError,
 )
-from quickchat_async._exceptions import (
-    _MAYBE_SENT,
-    _NOT_SENT,
+from quickchat_async import HTTPResponse, Httpx2Transport, HttpxTransport
+from quickchat_async._transports._base import scrubbed
+from quickchat_async._wire import (
     MAX_QUOTED_CHARS,
-    error_from_httpx,
     error_from_response,
     parse_retry_after,
     quote_server_text,
-    scrubbed,
 )
-from quickchat_async._transport import HTTPResponse
+
+
+def error_from_httpx(exc: BaseException, *, url: str, may_be_sent: bool):
+    return HttpxTransport.engine.translate(exc, url=url, may_be_sent=may_be_sent)
 
 
 def test_standard_library_bases():
@@ -68,7 +70,8 @@ def _httpx_transport_errors() -> list[type[httpx.HTTPError]]:
 @pytest.mark.parametrize("exc_type", _httpx_transport_errors(), ids=lambda t: t.__name__)
 def test_every_httpx_error_has_a_mapping(exc_type):
     """Each httpx transport error is listed explicitly, not left to a catch-all."""
-    mapped = {t for t, _ in (*_NOT_SENT, *_MAYBE_SENT)}
+    engine = HttpxTransport.engine
+    mapped = {t for t, _ in (*engine.not_sent, *engine.maybe_sent)}
 
     assert exc_type in mapped
 
@@ -94,6 +97,23 @@ def test_httpx_mapping(exc, cls, unknown):
     assert type(error) is cls
     assert error.outcome_unknown is unknown
     assert "https://app.quickchat.ai/chat" in error.message
+
+
+def _httpx2_transport_errors() -> list[type[BaseException]]:
+    return [
+        value
+        for value in vars(httpx2).values()
+        if inspect.isclass(value) and issubclass(value, httpx2.TransportError)
+    ]
+
+
+@pytest.mark.parametrize("exc_type", _httpx2_transport_errors(), ids=lambda t: t.__name__)
+def test_every_httpx2_error_has_a_mapping(exc_type):
+    """Each httpx2 transport error is listed explicitly, not left to a catch-all."""
+    engine = Httpx2Transport.engine
+    mapped = {t for t, _ in (*engine.not_sent, *engine.maybe_sent)}
+
+    assert exc_type in mapped
 
 
 def test_httpx_mapping_knows_when_nothing_was_sent():

@@ -17,7 +17,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import math
 import random
 import secrets
 from collections.abc import AsyncGenerator, Mapping
@@ -27,19 +26,16 @@ from typing import Final, Protocol, cast, runtime_checkable
 import anyio
 import attrs
 
-from quickchat_async._exceptions import StoreError, StoreLockTimeoutError, ValidationError
-from quickchat_async._models import JSONValue
+from quickchat_async._exceptions import StoreError, StoreLockTimeoutError
+from quickchat_async._types import JSONValue
 
 
 __all__ = [
-    "MAX_USER_KEY_CHARS",
     "RECORD_FORMAT_VERSION",
     "ConversationStore",
     "KeyedLocks",
     "Lease",
     "StoreRecord",
-    "check_seconds",
-    "check_user_key",
     "decode_record",
     "encode_record",
     "hold_lease",
@@ -48,8 +44,6 @@ __all__ = [
 
 logger = logging.getLogger("quickchat_async.stores")
 
-#: The longest user key accepted. Keys are identifiers (a chat id, "telegram:42"), not content.
-MAX_USER_KEY_CHARS: Final = 512
 #: The format version of the record envelope that stores persist.
 RECORD_FORMAT_VERSION: Final = 1
 _RECORD_KIND: Final = "quickchat-async/stored-conversation"
@@ -63,47 +57,6 @@ _POLL_MAX: Final = 0.25
 _RENEWALS_PER_TTL: Final = 3
 #: Releasing a lease runs shielded from cancellation, but never longer than this.
 _RELEASE_DEADLINE: Final = 10.0
-
-
-def check_user_key(user_key: object) -> str:
-    """A user key: a non-empty string of at most `MAX_USER_KEY_CHARS` characters.
-
-    Any string the app chooses works ("4242", "telegram:4242", "acme/web/user-9"); it must be
-    encodable as UTF-8, because stores keep it as text.
-
-    Raises:
-        ValidationError: when it is not such a string.
-    """
-    if not isinstance(user_key, str):
-        raise ValidationError(f"user_key must be a string, not {type(user_key).__name__}.")
-    if not user_key:
-        raise ValidationError("user_key must not be empty: it names whose conversation it is.")
-    if len(user_key) > MAX_USER_KEY_CHARS:
-        raise ValidationError(
-            f"user_key is {len(user_key)} characters long; the limit is {MAX_USER_KEY_CHARS}. "
-            "Use an identifier (a chat or user ID), or a hash of a longer one."
-        )
-    try:
-        user_key.encode()
-    except UnicodeEncodeError:
-        raise ValidationError("user_key must be valid Unicode (it has a lone surrogate).") from None
-    return user_key
-
-
-def check_seconds(value: object, *, name: str) -> float:
-    """A duration setting such as `lock_ttl`: a positive, finite number of seconds.
-
-    Raises:
-        ValidationError: when it is not one.
-    """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValidationError(f"{name} must be a positive number of seconds, not {value!r}.")
-    return float(value)
 
 
 def new_revision() -> str:

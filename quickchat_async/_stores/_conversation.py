@@ -13,44 +13,35 @@ conversation after a first message whose reply was lost, and lets the next reply
 `ord_number` settle it. A turn that cannot have reached the server saves nothing.
 """
 
-# pyright: reportPrivateUsage=false
-# The lock's default lifetime follows the client's backoff settings (_BACKOFF).
-
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import anyio
+import attrs
 
-from quickchat_async._client import _BACKOFF, NOT_GIVEN, NotGiven
+from quickchat_async._conversation import Conversation
 from quickchat_async._exceptions import QuickchatError, StoreError, ValidationError
-from quickchat_async._models import JSONValue, Reply, Turn
+from quickchat_async._models import Reply, Turn
+from quickchat_async._sender import AsyncSender
+from quickchat_async._types import NOT_GIVEN, JSONValue
 from quickchat_async._validation import (
     check_context,
     check_count,
     check_kb_topic,
     check_metadata,
-    check_text,
-)
-
-from ._base import (
-    ConversationStore,
-    StoreRecord,
     check_seconds,
+    check_text,
     check_user_key,
-    decode_record,
-    encode_record,
-    new_revision,
 )
+from quickchat_async._wire import BACKOFF
+
+from ._base import ConversationStore, StoreRecord, decode_record, encode_record, new_revision
 
 
-if TYPE_CHECKING:
-    from quickchat_async._client import AsyncQuickchat
-    from quickchat_async._conversation import Conversation
-
-__all__ = ["DEFAULT_STORED_HISTORY", "StoredConversation", "default_lock_ttl"]
+__all__ = ["DEFAULT_STORED_HISTORY", "StoredConversation", "StoredOptions", "default_lock_ttl"]
 
 logger = logging.getLogger("quickchat_async.stores")
 
@@ -67,7 +58,7 @@ _UNBOUNDED_TURN_LOCK_TTL: Final = 120.0
 _SAVE_DEADLINE: Final = 30.0
 
 
-def default_lock_ttl(client: AsyncQuickchat) -> float:
+def default_lock_ttl(client: AsyncSender) -> float:
     """How long a turn's lock lives without renewal, by default: longer than a turn can take.
 
     A turn is at most `max_retries + 1` attempts of at most `timeout.total` seconds each, plus
@@ -83,7 +74,7 @@ def default_lock_ttl(client: AsyncQuickchat) -> float:
     if total is None:
         return _UNBOUNDED_TURN_LOCK_TTL
     retries = client.max_retries
-    backoff = float(_BACKOFF["wait_max"]) + float(_BACKOFF["wait_jitter"])
+    backoff = float(BACKOFF["wait_max"]) + float(BACKOFF["wait_jitter"])
     return (retries + 1) * total + retries * backoff + _LOCK_TTL_MARGIN
 
 
@@ -96,6 +87,49 @@ def _check_store(store: object) -> ConversationStore:
     return store
 
 
+def _optional_topic(value: object) -> str | None:
+    return check_kb_topic(value)
+
+
+def _optional_metadata(value: object) -> dict[str, JSONValue] | None:
+    return None if value is None else check_metadata(value)
+
+
+def _lock_ttl(value: object) -> float | None:
+    return check_seconds(value, name="lock_ttl", optional=True)
+
+
+def _lock_timeout(value: object) -> float | None:
+    return check_seconds(value, name="lock_timeout", optional=True)
+
+
+def _history_bound(value: object) -> int | None:
+    if value is NOT_GIVEN:
+        return DEFAULT_STORED_HISTORY
+    return check_count(value, name="max_history", minimum=0, optional=True)
+
+
+@attrs.frozen(kw_only=True)
+class StoredOptions:
+    """How a stored conversation is kept: see `AsyncQuickchat.conversation_for`.
+
+    Attributes:
+        kb_topic: the Knowledge Base topic the conversation starts with, or changes to.
+        metadata: `client_metadata` for every message; None keeps the stored metadata.
+        max_history: how many turns the store keeps (None: all).
+        lock_ttl: seconds a turn's lock lives without renewal (None: `default_lock_ttl`).
+        lock_timeout: seconds a turn waits for the user's lock (None: twice lock_ttl).
+    """
+
+    kb_topic: str | None = attrs.field(default=None, converter=_optional_topic)
+    metadata: Mapping[str, JSONValue] | None = attrs.field(
+        default=None, converter=_optional_metadata
+    )
+    max_history: int | None = attrs.field(default=DEFAULT_STORED_HISTORY, converter=_history_bound)
+    lock_ttl: float | None = attrs.field(default=None, converter=_lock_ttl)
+    lock_timeout: float | None = attrs.field(default=None, converter=_lock_timeout)
+
+
 class StoredConversation:
     """A user's conversation kept in a `ConversationStore`; see `AsyncQuickchat.conversation_for`.
 
@@ -103,74 +137,56 @@ class StoredConversation:
     in the store, not in the object: each `say()` loads the latest record under the user's lock
     and saves the new one before it returns. The properties show the state as of the last
     load or save by this object.
+
+    Args:
+        client: the client turns are sent through.
+        user_key: whose conversation it is, in the app's terms.
+        store: where the conversation is kept.
+        options: the topic, metadata, history bound and lock settings.
+
+    Raises:
+        ValidationError: on bad arguments.
     """
 
     __slots__ = (
         "_client",
         "_conversation",
-        "_kb_topic",
         "_lock_timeout",
         "_lock_ttl",
-        "_max_history",
-        "_metadata",
+        "_options",
         "_store",
         "_user_key",
     )
 
     def __init__(
         self,
-        client: AsyncQuickchat,
+        client: AsyncSender,
         user_key: str,
         *,
         store: ConversationStore,
-        kb_topic: str | None = None,
-        metadata: Mapping[str, JSONValue] | None = None,
-        max_history: int | NotGiven | None = NOT_GIVEN,
-        lock_ttl: float | None = None,
-        lock_timeout: float | None = None,
+        options: StoredOptions | None = None,
     ) -> None:
         self._client = client
         self._store = _check_store(store)
         self._user_key = check_user_key(user_key)
-        self._kb_topic = check_kb_topic(kb_topic)
-        self._metadata = check_metadata(metadata) if metadata is not None else None
-        if max_history is NOT_GIVEN:
-            max_history = DEFAULT_STORED_HISTORY
-        self._max_history = check_count(max_history, name="max_history", minimum=0, optional=True)
-        if lock_ttl is None:
-            lock_ttl = default_lock_ttl(client)
-        self._lock_ttl = check_seconds(lock_ttl, name="lock_ttl")
+        self._options = options = options or StoredOptions()
+        self._lock_ttl = default_lock_ttl(client) if options.lock_ttl is None else options.lock_ttl
         self._lock_timeout = (
-            2 * self._lock_ttl
-            if lock_timeout is None
-            else check_seconds(lock_timeout, name="lock_timeout")
+            2 * self._lock_ttl if options.lock_timeout is None else options.lock_timeout
         )
         self._conversation = self._start()
 
     @classmethod
     async def open(
         cls,
-        client: AsyncQuickchat,
+        client: AsyncSender,
         user_key: str,
         *,
         store: ConversationStore,
-        kb_topic: str | None = None,
-        metadata: Mapping[str, JSONValue] | None = None,
-        max_history: int | NotGiven | None = NOT_GIVEN,
-        lock_ttl: float | None = None,
-        lock_timeout: float | None = None,
+        options: StoredOptions | None = None,
     ) -> StoredConversation:
         """Create it and load the user's record; use `AsyncQuickchat.conversation_for()`."""
-        stored = cls(
-            client,
-            user_key,
-            store=store,
-            kb_topic=kb_topic,
-            metadata=metadata,
-            max_history=max_history,
-            lock_ttl=lock_ttl,
-            lock_timeout=lock_timeout,
-        )
+        stored = cls(client, user_key, store=store, options=options)
         await stored.reload()
         return stored
 
@@ -187,7 +203,7 @@ class StoredConversation:
         return self._store
 
     @property
-    def client(self) -> AsyncQuickchat:
+    def client(self) -> AsyncSender:
         """The client turns are sent through."""
         return self._client
 
@@ -219,7 +235,7 @@ class StoredConversation:
     @property
     def max_history(self) -> int | None:
         """How many turns the store keeps for this user (None: all)."""
-        return self._max_history
+        return self._options.max_history
 
     @property
     def lock_ttl(self) -> float:
@@ -346,8 +362,12 @@ class StoredConversation:
     # --- internals ----------------------------------------------------------------------------
 
     def _start(self) -> Conversation:
-        return self._client.conversation(
-            kb_topic=self._kb_topic, metadata=self._metadata, max_history=self._max_history
+        options = self._options
+        return Conversation(
+            self._client,
+            kb_topic=options.kb_topic,
+            metadata=options.metadata,
+            max_history=options.max_history,
         )
 
     def _resume(self, record: StoreRecord | None) -> Conversation:
@@ -363,18 +383,20 @@ class StoredConversation:
                 "one store (or Redis prefix) per AI Agent, or forget() the old conversation."
             )
         snapshot = decoded.conversation
-        snapshot["max_history"] = self._max_history  # the bound in force now trims on load
+        options = self._options
+        snapshot["max_history"] = options.max_history  # the bound in force now trims on load
         try:
-            conversation = client.resume(snapshot)
+            conversation = Conversation.from_snapshot(client, snapshot)
         except ValidationError as exc:
             raise StoreError(
                 f"The stored conversation of user key {user_key!r} is unreadable: {exc.message}"
             ) from exc
-        if self._metadata is not None and self._metadata != conversation.metadata:
-            snapshot["metadata"] = dict(self._metadata)
-            conversation = client.resume(snapshot)  # raises ValidationError on > 5 keys
-        if self._kb_topic is not None:
-            conversation.kb_topic = self._kb_topic  # its value may change; it cannot appear
+        if options.metadata is not None and options.metadata != conversation.metadata:
+            snapshot["metadata"] = dict(options.metadata)
+            # raises ValidationError on > 5 keys
+            conversation = Conversation.from_snapshot(client, snapshot)
+        if options.kb_topic is not None:
+            conversation.kb_topic = options.kb_topic  # its value may change; it cannot appear
         return conversation
 
     async def _save(

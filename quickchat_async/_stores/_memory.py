@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from types import TracebackType
-from typing import TYPE_CHECKING
+
+import anyio.abc
 
 from quickchat_async._exceptions import StoreConflictError
+from quickchat_async._validation import check_user_key
 
-from ._base import KeyedLocks, StoreRecord, check_user_key
+from ._base import KeyedLocks, StoreRecord
 
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
 
 __all__ = ["MemoryStore"]
 
 
-class MemoryStore:
+class MemoryStore(anyio.abc.AsyncResource):
     """Keeps conversations in this process's memory; they are gone when it exits.
 
     Turns of one user key are serialised across the tasks of one event loop. There is nothing
@@ -78,14 +76,3 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         """Nothing to release; the records stay readable."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -24,20 +24,20 @@ import contextlib
 import logging
 from collections.abc import Generator
 from contextlib import AbstractAsyncContextManager
-from types import TracebackType
 from typing import TYPE_CHECKING, Final
 
+import anyio.abc
 import sniffio
 
 from quickchat_async._exceptions import StoreConflictError, StoreError, ValidationError
+from quickchat_async._validation import check_user_key
 
-from ._base import KeyedLocks, StoreRecord, check_user_key, hold_lease
+from ._base import KeyedLocks, StoreRecord, hold_lease
 
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
-    from typing_extensions import Self
 
 __all__ = ["DEFAULT_PREFIX", "RedisStore"]
 
@@ -85,7 +85,7 @@ def _milliseconds(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-class RedisStore:
+class RedisStore(anyio.abc.AsyncResource):
     """Keeps conversations in Redis, shared by bot workers on any number of machines.
 
     Every worker points a `RedisStore` at the same Redis (and prefix). Turns of one user key
@@ -256,17 +256,6 @@ class RedisStore:
         # Off asyncio every operation was refused, so no connection was opened to close.
         if self._owns_client and sniffio.current_async_library() == "asyncio":
             await self._client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class _KeyLease:

@@ -21,18 +21,16 @@ import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from types import TracebackType
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import Final, TypeVar
 
 import anyio
+import anyio.abc
 
 from quickchat_async._exceptions import StoreConflictError, StoreError
+from quickchat_async._validation import check_seconds, check_user_key
 
-from ._base import KeyedLocks, StoreRecord, check_seconds, check_user_key, hold_lease
+from ._base import KeyedLocks, StoreRecord, hold_lease
 
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -123,7 +121,7 @@ def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
     return connection
 
 
-class SQLiteStore:
+class SQLiteStore(anyio.abc.AsyncResource):
     """Keeps conversations in an SQLite file: the embedded default for a single bot process.
 
     Several processes on one machine may share the file (two workers, a restart while the old
@@ -266,17 +264,6 @@ class SQLiteStore:
 
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(close, limiter=self._limiter)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 def _execute(sql: str, *params: object) -> Callable[[sqlite3.Connection], int]:

@@ -4,7 +4,7 @@ One pure core, two adapters:
 
 ```
 EmulatorService.handle_chat(headers, body) -> Outcome      the API's rules, record, faults
- ├── EmulatorTransport(service)   httpx transport, in process, no socket (asyncio and trio)
+ ├── EmulatorTransport(service)   httpx2 transport, in process, no socket (asyncio and trio)
  └── create_app(service)          Starlette app; serve()/run() put it on uvicorn
 ```
 
@@ -15,19 +15,19 @@ from a small Knowledge Base (`KnowledgeBase`, filtered by `client_metadata.kb_to
 injects faults (`service.faults`, `FaultKind`). It does no I/O: its `Outcome` says what to send
 and how (respond, drop the connection, cut the body, drip it...), and each adapter enacts that.
 
-The core and the in-process transport need only httpx, attrs and anyio; `create_app`,
+The core and the in-process transport need only httpx2, attrs and anyio; `create_app`,
 `serve`, `aserve` and `run` need the `emulator` extra (Starlette and uvicorn), imported on
 first use.
 
 ```python
 service = EmulatorService(scenarios=[Scenario("scn", tokens=["tok"])])
-async with httpx.AsyncClient(transport=EmulatorTransport(service)) as http:
+async with httpx2.AsyncClient(transport=EmulatorTransport(service)) as http:
     r = await http.post("http://emulator/chat", json={"scenario_id": "scn", "text": "Hi"},
                         headers={"Authorization": "Bearer tok"})
 
 with serve(service) as server:          # uvicorn in a thread, on 127.0.0.1
     service.faults.script(["drop_after", None])
-    httpx.post(f"{server.base_url}/chat", ...)
+    httpx2.post(f"{server.base_url}/chat", ...)
 ```
 """
 

@@ -1,7 +1,7 @@
 """The emulator's service core: the Chat endpoint's rules, with no I/O.
 
 `EmulatorService.handle_chat(headers, body)` takes what a `POST /chat` carries and returns an
-`Outcome`: what to send back, and how (see `_outcome`). The ASGI app and the in-process httpx
+`Outcome`: what to send back, and how (see `_outcome`). The ASGI app and the in-process httpx2
 transport both call it, so the API's rules live here only.
 
 Flavors. A request with an `Authorization: Bearer <token>` header speaks the current flavor;

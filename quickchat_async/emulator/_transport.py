@@ -1,10 +1,10 @@
-"""The in-process adapter: an httpx transport that calls the service core, with no socket.
+"""The in-process adapter: an httpx2 transport that calls the service core, with no socket.
 
-`httpx.AsyncClient(transport=EmulatorTransport(service))` talks to the emulator as if it were
-served, and each action fails the way httpx fails on a real socket: a dropped connection raises
-`httpx.RemoteProtocolError`, a truncated body `httpx.RemoteProtocolError` after the bytes that
-did arrive, a reset `httpx.ReadError`. Delays honour the request's read timeout, raising
-`httpx.ReadTimeout` when a wait (for the headers or between dripped chunks) is longer. Only
+`httpx2.AsyncClient(transport=EmulatorTransport(service))` talks to the emulator as if it were
+served, and each action fails the way httpx2 fails on a real socket: a dropped connection raises
+`httpx2.RemoteProtocolError`, a truncated body `httpx2.RemoteProtocolError` after the bytes that
+did arrive, a reset `httpx2.ReadError`. Delays honour the request's read timeout, raising
+`httpx2.ReadTimeout` when a wait (for the headers or between dripped chunks) is longer. Only
 anyio is used, so it works on asyncio and trio.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import anyio
-import httpx
+import httpx2
 
 from ._outcome import Action, Outcome, text_outcome
 from ._service import EmulatorService
@@ -22,19 +22,19 @@ from ._service import EmulatorService
 __all__ = ["EmulatorTransport"]
 
 
-async def _wait(seconds: float, read_timeout: float | None, request: httpx.Request) -> None:
+async def _wait(seconds: float, read_timeout: float | None, request: httpx2.Request) -> None:
     """Sleep, or time out as a socket read would if the wait is longer than the read timeout."""
     if read_timeout is not None and seconds > read_timeout:
         await anyio.sleep(read_timeout)
-        raise httpx.ReadTimeout("timed out", request=request)
+        raise httpx2.ReadTimeout("timed out", request=request)
     await anyio.sleep(seconds)
 
 
-class _OutcomeStream(httpx.AsyncByteStream):
+class _OutcomeStream(httpx2.AsyncByteStream):
     """The body of an outcome, delivered as its action says."""
 
     def __init__(
-        self, outcome: Outcome, request: httpx.Request, read_timeout: float | None
+        self, outcome: Outcome, request: httpx2.Request, read_timeout: float | None
     ) -> None:
         self._outcome = outcome
         self._request = request
@@ -50,14 +50,14 @@ class _OutcomeStream(httpx.AsyncByteStream):
         body = outcome.body
         if outcome.action is Action.TRUNCATE:
             yield body[: outcome.cut_after]
-            raise httpx.RemoteProtocolError(
+            raise httpx2.RemoteProtocolError(
                 "peer closed connection without sending complete message body "
                 f"(received {outcome.cut_after} bytes, expected {len(body)})",
                 request=request,
             )
         if outcome.action is Action.RESET:
             yield body[: outcome.cut_after]
-            raise httpx.ReadError("[Errno 104] Connection reset by peer", request=request)
+            raise httpx2.ReadError("[Errno 104] Connection reset by peer", request=request)
         if outcome.action is Action.DRIP:
             for start in range(0, len(body), outcome.chunk_size):
                 if start:
@@ -74,8 +74,8 @@ class _OutcomeStream(httpx.AsyncByteStream):
                 yield outcome.filler
 
 
-class EmulatorTransport(httpx.AsyncBaseTransport):
-    """An httpx transport that serves `POST /chat` from an `EmulatorService`, in process.
+class EmulatorTransport(httpx2.AsyncBaseTransport):
+    """An httpx2 transport that serves `POST /chat` from an `EmulatorService`, in process.
 
     Any host is accepted; other paths get a 404 and other methods a 405, as the served app
     does. The `/_emulator/...` routes are not served: use the service's Python API.
@@ -90,7 +90,7 @@ class EmulatorTransport(httpx.AsyncBaseTransport):
     def __repr__(self) -> str:
         return f"<EmulatorTransport {self.service!r}>"
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         """Answer one request as the emulator decides, failing as a real socket would."""
         body = await request.aread()
         if request.url.path != "/chat":
@@ -104,10 +104,10 @@ class EmulatorTransport(httpx.AsyncBaseTransport):
         if outcome.delay:
             await _wait(outcome.delay, read_timeout, request)
         if outcome.action is Action.DROP:
-            raise httpx.RemoteProtocolError(
+            raise httpx2.RemoteProtocolError(
                 "Server disconnected without sending a response.", request=request
             )
-        return httpx.Response(
+        return httpx2.Response(
             outcome.status,
             headers=list(outcome.headers),
             stream=_OutcomeStream(outcome, request, read_timeout),

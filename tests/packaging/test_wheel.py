@@ -35,7 +35,7 @@ VERSION = quickchat_async.__version__
 PROBE = """
 import importlib.metadata, json, pathlib
 import quickchat_async
-from quickchat_async._transport import USER_AGENT
+from quickchat_async import Httpx2Transport
 package = pathlib.Path(quickchat_async.__file__).parent
 print(json.dumps({
     "file": quickchat_async.__file__,
@@ -43,7 +43,7 @@ print(json.dumps({
     "metadata_version": importlib.metadata.version("quickchat-async"),
     "py_typed": (package / "py.typed").is_file(),
     "kb": (package / "emulator" / "kb.json").is_file(),
-    "user_agent": USER_AGENT,
+    "user_agent": Httpx2Transport().user_agent,
     "extras": importlib.metadata.metadata("quickchat-async").get_all("Provides-Extra"),
 }))
 """

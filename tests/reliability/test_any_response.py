@@ -23,8 +23,7 @@ from quickchat_async import (
     ServiceUnavailableError,
     UnexpectedResponseError,
 )
-from quickchat_async._client import MAX_RETRY_AFTER
-from quickchat_async._exceptions import parse_retry_after
+from quickchat_async._wire import MAX_RETRY_AFTER, parse_retry_after
 
 from .rule import API_KEY, TALLY, TOKEN, formatted_with_locals
 from .strategies import STATUSES, bodies, bounded, headers

@@ -29,7 +29,7 @@ from quickchat_async import (
     ServiceUnavailableError,
     UnexpectedResponseError,
 )
-from quickchat_async._exceptions import (
+from quickchat_async._wire import (
     _RETRY_AFTER_CEILING,
     MAX_QUOTED_CHARS,
     error_from_response,

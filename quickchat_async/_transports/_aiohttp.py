@@ -15,25 +15,21 @@ import asyncio
 import functools
 import math
 from collections.abc import Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import sniffio
 
-from ._exceptions import (
-    ClientClosedError,
-    QuickchatError,
-    deadline_error,
-    error_from_aiohttp,
-    scrubbed,
-)
-from ._transport import ChatRequest, HTTPResponse, Timeout
-from ._version import __version__
+from quickchat_async._config import Timeout
+from quickchat_async._exceptions import ClientClosedError, QuickchatError
+from quickchat_async._models import HTTPResponse
+from quickchat_async._version import __version__
+from quickchat_async._wire import ChatRequest, ErrorTable, classify, deadline_error
+
+from ._base import BaseTransport, scrubbed
 
 
 if TYPE_CHECKING:
     import aiohttp
-    from typing_extensions import Self
 
 __all__ = ["AiohttpTransport"]
 
@@ -100,7 +96,7 @@ def _connector_class() -> Callable[[_Progress, int], aiohttp.TCPConnector]:
     return _TrackingConnector
 
 
-class AiohttpTransport:
+class AiohttpTransport(BaseTransport):
     """A transport on `aiohttp.ClientSession`, for fan-out at several times httpx's rate.
 
     asyncio only. The session is created on the first request, in the running event loop.
@@ -242,17 +238,6 @@ class AiohttpTransport:
         if self._owns_session and self._session is not None:
             await self._session.close()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
 
 def _error(exc: BaseException, url: str, *, may_be_sent: bool) -> QuickchatError:
     """Translate what `send` caught.
@@ -263,9 +248,37 @@ def _error(exc: BaseException, url: str, *, may_be_sent: bool) -> QuickchatError
     """
     import aiohttp  # noqa: PLC0415 -- an optional extra
 
-    if isinstance(exc, aiohttp.ClientError):
-        return error_from_aiohttp(exc, url=url, may_be_sent=may_be_sent)
-    return deadline_error(url=url, cause=exc, sent=may_be_sent)
+    if not isinstance(exc, aiohttp.ClientError):
+        return deadline_error(url=url, cause=exc, sent=may_be_sent)
+    not_sent, maybe_sent = _tables()
+    return classify(
+        exc,
+        url=url,
+        tables=((not_sent, False), (maybe_sent, may_be_sent)),
+        timeout=isinstance(exc, aiohttp.ServerTimeoutError),
+        otherwise_sent=may_be_sent,
+    )
+
+
+@functools.cache
+def _tables() -> tuple[ErrorTable, ErrorTable]:
+    """Aiohttp's errors raised before any byte went out, and those raised once it may have."""
+    import aiohttp  # noqa: PLC0415 -- an optional extra
+
+    not_sent: ErrorTable = (
+        (aiohttp.ConnectionTimeoutError, "timed out connecting to"),
+        (aiohttp.ClientConnectorError, "could not connect to"),
+        (aiohttp.InvalidURL, "cannot use the URL"),
+    )
+    maybe_sent: ErrorTable = (
+        (aiohttp.SocketTimeoutError, "timed out waiting for the reply from"),
+        (aiohttp.ServerTimeoutError, "timed out talking to"),
+        (aiohttp.ServerDisconnectedError, "lost the connection to"),
+        (aiohttp.ClientPayloadError, "got a cut-short reply from"),
+        (aiohttp.ClientConnectionError, "lost the connection to"),
+        (aiohttp.ClientResponseError, "got a malformed HTTP response from"),
+    )
+    return not_sent, maybe_sent
 
 
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:

@@ -1,0 +1,299 @@
+"""The session rules: what a conversation remembers, and how each turn changes it. No I/O.
+
+A `Session` is the state of one conversation (conv_id, kb_topic, metadata, history, the turns
+whose outcome is unknown) and the rules of the Chat endpoint about it: the first reply's
+conv_id is kept, `kb_topic` once there is sticky, at most 5 metadata keys go out, and a reply's
+`ord_number` settles the turns that were left unconfirmed. A turn is `begin()`-ed, then
+`confirm()`-ed, `fail()`-ed or `abandon()`-ed, each a synchronous step, so a conversation is
+never half updated, whatever cancels the I/O around them. The async and the blocking
+`Conversation` both drive this class; `_snapshot` writes and reads its JSON form.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
+
+import attrs
+
+from ._exceptions import QuickchatError, UnconfirmedStartError, ValidationError
+from ._models import Reply, Turn, TurnStatus
+from ._types import JSONValue
+from ._validation import (
+    check_conv_id,
+    check_count,
+    check_kb_topic,
+    check_metadata,
+    check_metadata_size,
+)
+
+
+__all__ = ["PreparedTurn", "Session"]
+
+logger = logging.getLogger("quickchat_async")
+
+_UTC: Final = dt.timezone.utc
+_NO_METADATA: Final[Mapping[str, JSONValue]] = MappingProxyType({})
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(_UTC)
+
+
+@attrs.frozen(slots=True)
+class PreparedTurn:
+    """A turn about to be sent: exactly what goes out, and when it started."""
+
+    text: str
+    conv_id: str | None
+    client_metadata: Mapping[str, JSONValue]
+    context: str | None
+    sent_at: dt.datetime
+
+
+class Session:
+    """The state of one conversation and the rules that change it.
+
+    Args:
+        conv_id: an existing conversation to continue; None starts one at the first reply.
+        kb_topic: the Knowledge Base topic, sent on every request.
+        metadata: `client_metadata` for every message (kb_topic aside).
+        max_history: how many turns `history` keeps (None: all).
+
+    Raises:
+        ValidationError: a bad argument, or more than 5 metadata keys with kb_topic.
+    """
+
+    __slots__ = (
+        "_history",
+        "_kb_topic",
+        "_metadata",
+        "_pending",
+        "conv_id",
+        "in_flight",
+        "last_ord",
+        "max_history",
+    )
+
+    def __init__(
+        self,
+        *,
+        conv_id: str | None = None,
+        kb_topic: str | None = None,
+        metadata: Mapping[str, JSONValue] | None = None,
+        max_history: int | None = None,
+    ) -> None:
+        self.conv_id = check_conv_id(conv_id)
+        self.max_history = check_count(max_history, name="max_history", minimum=0, optional=True)
+        self._kb_topic = check_kb_topic(kb_topic)
+        self._metadata = check_metadata(metadata)
+        check_metadata_size(
+            {**self._metadata, "kb_topic": ""} if kb_topic is not None else self._metadata,
+            name="metadata plus kb_topic",
+        )
+        self._history: list[Turn] = []
+        #: Unconfirmed turns since the last reply, and that reply's ord_number: together they
+        #: tell, at the next reply, whether those messages landed.
+        self._pending: tuple[Turn, ...] = ()
+        self.last_ord: int | None = None
+        #: A turn has been begun and not yet ended: the server may know the conversation.
+        self.in_flight = False
+
+    # --- state --------------------------------------------------------------------------------
+
+    @property
+    def kb_topic(self) -> str | None:
+        """The Knowledge Base topic sent with every request, if any."""
+        return self._kb_topic
+
+    @property
+    def metadata(self) -> Mapping[str, JSONValue]:
+        """The `client_metadata` sent with every message (kb_topic aside), read-only."""
+        return MappingProxyType(self._metadata)
+
+    @property
+    def history(self) -> tuple[Turn, ...]:
+        """The turns, oldest first (the last `max_history` of them, if bounded)."""
+        return tuple(self._history)
+
+    @property
+    def unconfirmed(self) -> tuple[Turn, ...]:
+        """Turns since the last reply whose messages may or may not have reached the server."""
+        return self._pending
+
+    def started(self) -> bool:
+        """Whether the server may already know this conversation's first request."""
+        return self.conv_id is not None or self.in_flight
+
+    def set_kb_topic(self, value: object) -> None:
+        """Change the topic for the next turns.
+
+        Quickchat applies the filter only if `kb_topic` is on every request of a conversation,
+        so a started conversation cannot gain or lose one; its value may change freely.
+
+        Raises:
+            ValidationError: a bad topic, or one that would appear or vanish mid-conversation.
+        """
+        topic = check_kb_topic(value)
+        if self.started() and (topic is None) != (self._kb_topic is None):
+            if topic is None:
+                raise ValidationError(
+                    "kb_topic cannot be removed from a started conversation: Quickchat filters "
+                    "the Knowledge Base only if kb_topic is on every request. Change its value, "
+                    "or start a new conversation."
+                )
+            raise ValidationError(
+                "kb_topic cannot be introduced after a conversation has started: Quickchat "
+                "filters the Knowledge Base only if kb_topic is on every request, the first "
+                "included. Start a new conversation with client.conversation(kb_topic=...)."
+            )
+        if topic is not None:
+            check_metadata_size(
+                {**self._metadata, "kb_topic": topic}, name="metadata plus kb_topic"
+            )
+        self._kb_topic = topic
+
+    # --- a turn -------------------------------------------------------------------------------
+
+    def begin(
+        self, text: str, *, context: str | None, turn_metadata: dict[str, JSONValue] | None
+    ) -> PreparedTurn:
+        """Start a turn: what to send. The caller holds the conversation's turn lock.
+
+        Raises:
+            UnconfirmedStartError: the first message's outcome is unknown; sending again would
+                open a second conversation on the server.
+            ValidationError: more than 5 metadata keys once merged.
+        """
+        if self.conv_id is None and self._pending:
+            raise UnconfirmedStartError(
+                "The first message of this conversation may or may not have reached "
+                "Quickchat: its reply, and so its conv_id, never arrived. Sending again "
+                "would open a second conversation on the server. Call start_over() to "
+                "accept that, or start a new conversation."
+            )
+        turn = PreparedTurn(
+            text, self.conv_id, self._client_metadata(turn_metadata), context, _now()
+        )
+        self.in_flight = True
+        return turn
+
+    def confirm(self, turn: PreparedTurn, reply: Reply) -> None:
+        """The reply arrived: keep its conv_id, settle pending turns, append the turn."""
+        self.in_flight = False
+        self.conv_id = reply.conv_id
+        self._settle(reply.ord_number)
+        self._append(self._turn(turn, reply=reply))
+
+    def fail(self, turn: PreparedTurn, exc: QuickchatError) -> None:
+        """The turn raised: keep it as unconfirmed if the message may have landed."""
+        self.in_flight = False
+        if exc.outcome_unknown:
+            unconfirmed = self._turn(
+                turn,
+                status=TurnStatus.UNCONFIRMED,
+                error=f"{type(exc).__name__}: {exc.message}",
+            )
+            self._pending = (*self._pending, unconfirmed)
+            self._append(unconfirmed)
+
+    def abandon(self, turn: PreparedTurn) -> None:  # noqa: ARG002 -- one signature per ending
+        """The turn was cancelled: its message may have reached the server, uncounted.
+
+        The next reply's ord_number can then no longer tell which pending turns landed, so
+        they stay unconfirmed.
+        """
+        self.in_flight = False
+        self.last_ord = None
+
+    def start_over(self) -> None:
+        """Accept that the unconfirmed first message is lost to this conversation."""
+        if self.conv_id is None:
+            self._pending = ()
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _turn(
+        self,
+        turn: PreparedTurn,
+        *,
+        reply: Reply | None = None,
+        status: TurnStatus = TurnStatus.CONFIRMED,
+        error: str | None = None,
+    ) -> Turn:
+        return Turn(
+            text=turn.text,
+            reply=reply,
+            sent_at=turn.sent_at,
+            received_at=_now(),
+            context=turn.context,
+            metadata=turn.client_metadata,
+            status=status,
+            error=error,
+        )
+
+    def _client_metadata(
+        self, turn_metadata: dict[str, JSONValue] | None
+    ) -> Mapping[str, JSONValue]:
+        """The conversation's metadata, the turn's over it, then kb_topic; at most 5 keys."""
+        if not turn_metadata and not self._metadata and self._kb_topic is None:
+            return _NO_METADATA  # most turns: one shared, read-only empty mapping
+        merged = {**self._metadata, **turn_metadata} if turn_metadata else dict(self._metadata)
+        if self._kb_topic is not None:
+            merged["kb_topic"] = self._kb_topic
+        check_metadata_size(merged)
+        return merged
+
+    def _settle(self, ord_number: int | None) -> None:
+        """Use a reply's ord_number to tell whether the pending turns' messages landed.
+
+        Each turn adds two messages (the user's and the reply), so a reply numbered N after one
+        numbered L means (N - L) / 2 - 1 of the pending messages landed. Only "none" and "all"
+        say which ones did.
+        """
+        pending, last = self._pending, self.last_ord
+        self._pending, self.last_ord = (), ord_number
+        if not pending or ord_number is None or last is None:
+            return
+        landed, odd = divmod(ord_number - last, 2)
+        landed -= 1
+        if odd or landed not in {0, len(pending)}:
+            logger.info(
+                "Could not tell which of %d unconfirmed messages of conversation %s landed "
+                "(ord_number %d after %d)",
+                len(pending),
+                self.conv_id,
+                ord_number,
+                last,
+            )
+            return
+        status = TurnStatus.LANDED if landed else TurnStatus.NOT_LANDED
+        logger.info(
+            "%d unconfirmed message(s) of conversation %s: %s",
+            len(pending),
+            self.conv_id,
+            status.value,
+        )
+        settled = {id(turn): attrs.evolve(turn, status=status) for turn in pending}
+        self._history = [settled.get(id(turn), turn) for turn in self._history]
+
+    def _append(self, turn: Turn) -> None:
+        history = self._history
+        history.append(turn)
+        if self.max_history is not None and len(history) > self.max_history:
+            del history[: len(history) - self.max_history]
+
+    # --- restoring ----------------------------------------------------------------------------
+
+    def restore(self, history: list[Turn], unconfirmed: list[Turn], last_ord: int | None) -> None:
+        """Put back the turns of a snapshot (see `_snapshot.session_from_json`)."""
+        for turn in history:
+            self._append(turn)
+        # The same turns are in history (unless trimmed): share the objects, so settling one
+        # updates both.
+        known = {(turn.text, turn.sent_at): turn for turn in self._history}
+        self._pending = tuple(known.get((turn.text, turn.sent_at), turn) for turn in unconfirmed)
+        self.last_ord = last_ord

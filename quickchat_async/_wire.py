@@ -1,0 +1,469 @@
+"""The wire core: the Chat endpoint's rules for one exchange, with no I/O.
+
+A turn becomes a `ChatRequest` (`encode_turn`); a response becomes a `Reply` or the error it
+means (`decode_reply`, `error_from_response`); a transport failure becomes an error that says
+whether the message may have reached the server (`connection_error`, `classify`); and the
+retry policy decides what may be sent again (`retry_delay`). The async and blocking clients,
+every transport and the tests all use these same functions.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import html
+import json
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Final, TypeAlias, cast
+
+import attrs
+
+from ._config import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, ClientConfig, Timeout
+from ._exceptions import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConversationNotFoundError,
+    InternalServerError,
+    PermissionDeniedError,
+    RateLimitError,
+    ResponseTooLargeError,
+    ScenarioNotFoundError,
+    ServiceUnavailableError,
+    UnexpectedResponseError,
+    ValidationError,
+)
+from ._models import HTTPResponse, Reply
+from ._types import JSONValue
+
+
+__all__ = [
+    "BACKOFF",
+    "MAX_QUOTED_CHARS",
+    "MAX_RETRY_AFTER",
+    "ChatRequest",
+    "ErrorTable",
+    "classify",
+    "connection_error",
+    "deadline_error",
+    "decode_reply",
+    "encode_turn",
+    "error_from_response",
+    "parse_retry_after",
+    "quote_server_text",
+    "retry_delay",
+    "slot_timeout_error",
+    "unexpected_response",
+]
+
+#: How much of a server's error text an exception message quotes.
+MAX_QUOTED_CHARS: Final = 300
+#: The longest `Retry-After` the SDK sleeps through; longer, it raises at once.
+MAX_RETRY_AFTER: Final = 60.0
+#: Exponential backoff between retries: 0.5 s, then 1 s, ... up to 8 s, plus up to 1 s of jitter.
+BACKOFF: Final = {"wait_initial": 0.5, "wait_max": 8.0, "wait_jitter": 1.0}
+
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+# --- the request ------------------------------------------------------------------------------
+
+
+@attrs.frozen(slots=True, repr=False)
+class ChatRequest:
+    """One prepared POST to the Chat endpoint.
+
+    Its repr shows only the URL: the headers and body may hold a credential. Tools that walk
+    attrs fields instead of calling repr (rich's pretty printer and its tracebacks with locals)
+    skip them too.
+
+    Attributes:
+        url: the absolute URL to POST to.
+        headers: the request headers, including authentication for the current flavor.
+        body: the JSON body, already encoded.
+        timeout: the limits for this attempt.
+        max_response_bytes: read at most this much of the response body.
+    """
+
+    url: str
+    headers: Mapping[str, str] = attrs.field(repr=False)
+    body: bytes = attrs.field(repr=False)
+    timeout: Timeout = DEFAULT_TIMEOUT
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+
+    def __repr__(self) -> str:
+        return f"<ChatRequest POST {self.url}>"
+
+
+def encode_turn(
+    config: ClientConfig,
+    *,
+    text: str,
+    conv_id: str | None = None,
+    client_metadata: Mapping[str, JSONValue] | None = None,
+    message_context: str | None = None,
+) -> ChatRequest:
+    """The request for one message, its fields in the documented order.
+
+    The inputs were validated; the body is encoded from them alone, so a failure here can hold
+    no credential, and the config's body prefix (which starts with the legacy `api_key`) is
+    joined on only once nothing can fail.
+
+    Raises:
+        ValidationError: client_metadata changed since it was checked and is no longer JSON.
+    """
+    fields: dict[str, JSONValue] = {}
+    if conv_id is not None:
+        fields["conv_id"] = conv_id
+    fields["text"] = text
+    if message_context is not None:
+        fields["message_context"] = message_context
+    if client_metadata:
+        fields["client_metadata"] = cast("dict[str, JSONValue]", client_metadata)
+    try:
+        encoded = _ENCODER.encode(fields).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValidationError(f"The message cannot be sent as JSON: {exc}.") from None
+    return ChatRequest(
+        config.url,
+        config.headers,
+        config.body_prefix + encoded[1:],
+        config.timeout,
+        config.max_response_bytes,
+    )
+
+
+# --- the reply --------------------------------------------------------------------------------
+
+
+def decode_reply(
+    response: HTTPResponse,
+    *,
+    config: ClientConfig,
+    conv_id: str | None,
+    attempts: int = 1,
+    elapsed: float = 0.0,
+) -> Reply:
+    """The reply in a response, or the error it means.
+
+    The legacy flavor leaves `conv_id` out on continuations: the request's one stands.
+
+    Raises:
+        APIStatusError: an error status (see `error_from_response`).
+        ResponseTooLargeError: the body was longer than `max_response_bytes`.
+        UnexpectedResponseError: a 2xx that is not the documented JSON. It is raised here, from
+            a frame that holds no part of the body: a server may echo a credential, and a
+            traceback formatted with locals would print it.
+    """
+    status = response.status_code
+    if not 200 <= status < 300:  # noqa: PLR2004
+        raise error_from_response(
+            response, url=config.url, secrets=config.secrets, attempts=attempts
+        )
+    if response.truncated:
+        err = unexpected_response(
+            f"the body is larger than max_response_bytes={config.max_response_bytes}",
+            status_code=status,
+            body=response.content,
+            secrets=config.secrets,
+        )
+        raise ResponseTooLargeError(err.message, status_code=status, body=err.body)
+    reply = _parse_reply(response.content, conv_id, attempts, elapsed)
+    if isinstance(reply, str):
+        raise unexpected_response(
+            reply, status_code=status, body=response.content, secrets=config.secrets
+        )
+    return reply
+
+
+def _parse_reply(content: bytes, conv_id: str | None, attempts: int, elapsed: float) -> Reply | str:
+    """The reply in a 2xx body, or why there is none."""
+    try:
+        data: object = json.loads(content)
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8), or nested too deeply
+        return "its body is not JSON"
+    if not isinstance(data, dict):
+        return "its body is not a JSON object"
+    data = cast("dict[str, JSONValue]", data)
+    reply = data.get("reply")
+    if not isinstance(reply, str):
+        return "its body has no 'reply' text"
+    got_conv_id = data.get("conv_id")
+    if got_conv_id is None:
+        got_conv_id = conv_id
+    if not isinstance(got_conv_id, str) or not got_conv_id:
+        return "its body has no conv_id for the new conversation"
+    ord_number = data.get("ord_number")
+    src = data.get("src")
+    return Reply(
+        conv_id=got_conv_id,
+        html=reply,
+        ord_number=ord_number if type(ord_number) is int else None,
+        src=src if type(src) is int else None,
+        raw=data,
+        attempts=attempts,
+        elapsed=elapsed,
+    )
+
+
+# --- from server text to a message a user can act on ---------------------------------------
+
+_TAG = re.compile(r"<[^>]*>")
+_SPACE = re.compile(r"\s+")
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_HTML_NOISE = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_CONV_NOT_FOUND = re.compile(
+    r"conv_id\s+\S*\s*(is not valid|does not exist|n.existe pas)", re.IGNORECASE
+)
+_NOT_AUTHENTICATED = re.compile(r"authenticat|unauthori[sz]ed|credential", re.IGNORECASE)
+
+
+def quote_server_text(text: str, *, secrets: Sequence[str] = ()) -> str:
+    """Reduce a server's error body to one short line that is safe to show.
+
+    HTML pages (from proxies) are reduced to their title or text, whitespace is collapsed, any
+    known credential is masked, and the result is cut to `MAX_QUOTED_CHARS`.
+    """
+    if "<" in text and ">" in text:
+        title = _HTML_TITLE.search(text)
+        text = title.group(1) if title else _TAG.sub(" ", _HTML_NOISE.sub(" ", text))
+        text = html.unescape(text)
+    text = _SPACE.sub(" ", text).strip()
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    if len(text) > MAX_QUOTED_CHARS:
+        text = text[: MAX_QUOTED_CHARS - 1].rstrip() + "…"
+    return text
+
+
+#: The longest `Retry-After` the parser returns; anything longer is capped here (it only matters
+#: that it is above the retry cap, so the caller raises instead of sleeping for hours).
+_RETRY_AFTER_CEILING = 366 * 24 * 3600.0
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Read a `Retry-After` header: delay-seconds or an HTTP date; None if absent or garbage.
+
+    Negative or unparseable values are ignored (None), dates in the past give 0.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if value.isascii() and value.replace(".", "", 1).isdigit():
+        seconds = float(value)
+        return min(seconds, _RETRY_AFTER_CEILING) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; a zone-less one is taken as such
+        return None
+    delay = when.timestamp() - (time.time() if now is None else now)
+    return min(max(delay, 0.0), _RETRY_AFTER_CEILING)
+
+
+def error_from_response(  # noqa: C901, PLR0911 -- a branch per documented status reads best
+    response: HTTPResponse, *, url: str, secrets: Sequence[str] = (), attempts: int = 1
+) -> APIStatusError:
+    """Map an HTTP error response (any status that is not 2xx) to the error tree.
+
+    Args:
+        response: the response, with its (bounded) body.
+        url: the URL that was requested, for the message.
+        secrets: credentials to mask if the server echoed them.
+        attempts: how many attempts were made, for the message.
+    """
+    status = response.status_code
+    quoted = quote_server_text(response.text, secrets=secrets)
+    said = f": {quoted!r}" if quoted else ""
+    tried = f" (after {attempts} attempts)" if attempts > 1 else ""
+
+    def error(cls: type[APIStatusError], message: str) -> APIStatusError:
+        return cls(message, status_code=status, server_message=quoted, response=response)
+
+    if status == 400 and _CONV_NOT_FOUND.search(quoted):  # noqa: PLR2004
+        return error(
+            ConversationNotFoundError,
+            f"Quickchat does not know this conversation (400{said}). Omit conv_id to start a new "
+            "conversation, or pass a conv_id returned by a previous reply of this scenario.",
+        )
+    if status == 401 or (status == 400 and _NOT_AUTHENTICATED.search(quoted)):  # noqa: PLR2004
+        return error(
+            AuthenticationError,
+            f"Quickchat refused the credential ({status}{said}). Check the API token (current "
+            "flavor) or api_key (legacy flavor) and that it belongs to this scenario_id.",
+        )
+    if status == 400:  # noqa: PLR2004
+        return error(
+            BadRequestError,
+            f"Quickchat rejected the request (400{said}). Check scenario_id, text, conv_id, "
+            "client_metadata (at most 5 keys) and message_context (at most 1000 characters).",
+        )
+    if status == 403:  # noqa: PLR2004
+        return error(
+            PermissionDeniedError,
+            f"Quickchat denied access (403{said}). The credential is valid but may not use this "
+            "scenario; check the API access of your plan.",
+        )
+    if status == 404:  # noqa: PLR2004
+        return error(
+            ScenarioNotFoundError,
+            f"Quickchat found no AI Agent for this request (404{said}). Verify the scenario_id, "
+            f"that your credential is bound to it, and the base URL (requests go to {url}).",
+        )
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    wait = f" It asked to wait {retry_after:g} s." if retry_after is not None else ""
+    if status == 429:  # noqa: PLR2004
+        return RateLimitError(
+            f"Quickchat is rate-limiting this credential (429{said}){tried}.{wait} "
+            "Slow down, or spread the load over time.",
+            status_code=status,
+            server_message=quoted,
+            response=response,
+            retry_after=retry_after,
+        )
+    if status == 503:  # noqa: PLR2004
+        return ServiceUnavailableError(
+            f"Quickchat is temporarily overloaded or in maintenance (503{said}){tried}.{wait} "
+            "The message was not processed; try again later.",
+            status_code=status,
+            server_message=quoted,
+            response=response,
+            retry_after=retry_after,
+        )
+    if status >= 500:  # noqa: PLR2004
+        return error(
+            InternalServerError,
+            f"Quickchat failed with a server error ({status}{said}){tried}. It may or may not "
+            "have recorded the message, so the SDK did not resend it. If it persists, contact "
+            "Quickchat support.",
+        )
+    if 300 <= status < 400:  # noqa: PLR2004
+        target = quote_server_text(response.headers.get("location", ""), secrets=secrets)
+        return error(
+            APIStatusError,
+            f"Quickchat answered with a redirect ({status}) to {target!r}. The SDK does not "
+            "follow redirects, so that credentials never leave their origin: set base_url to "
+            "the final address.",
+        )
+    return error(
+        APIStatusError,
+        f"Quickchat answered with HTTP {status}{said}, which the Chat endpoint does not "
+        f"document. Check that base_url points at the Chat endpoint (requests go to {url}).",
+    )
+
+
+# --- transport failures ------------------------------------------------------------------------
+
+#: Rows of (exception type, what the SDK was doing when it was raised), most specific first.
+ErrorTable: TypeAlias = tuple[tuple[type[BaseException], str], ...]
+
+_UNSENT_ADVICE = "The message was not sent. Check base_url and the network, then try again."
+_UNKNOWN_ADVICE = (
+    "Quickchat may or may not have recorded the message; the SDK did not resend it, to avoid a "
+    "duplicate. The next reply of the conversation tells whether it landed."
+)
+
+
+def connection_error(
+    *,
+    url: str,
+    action: str,
+    cause: BaseException,
+    sent: bool,
+    timeout: bool = False,
+) -> APIConnectionError:
+    """Build the error for a failed exchange; `sent` says whether the request may have gone out."""
+    detail = str(cause).strip()
+    reason = f"{type(cause).__name__}: {detail}" if detail else type(cause).__name__
+    advice = _UNKNOWN_ADVICE if sent else _UNSENT_ADVICE
+    cls = APITimeoutError if timeout else APIConnectionError
+    return cls(f"The SDK {action} {url} ({reason}). {advice}", url=url, outcome_unknown=sent)
+
+
+def deadline_error(*, url: str, cause: BaseException, sent: bool) -> APIConnectionError:
+    """Build the `APITimeoutError` of an attempt that outlived its deadline (`Timeout.total`)."""
+    return connection_error(
+        url=url,
+        action="ran out of time (the per-attempt deadline) talking to",
+        cause=cause,
+        sent=sent,
+        timeout=True,
+    )
+
+
+def classify(
+    exc: BaseException,
+    *,
+    url: str,
+    tables: tuple[tuple[ErrorTable, bool], ...],
+    timeout: bool,
+    otherwise_sent: bool,
+) -> APIConnectionError:
+    """Build the error of the first (exception type, action) row `exc` matches, most specific first.
+
+    Each table comes with whether its errors may have left the request sent; an error no row
+    matches is reported as "failed talking to", sent as `otherwise_sent` says.
+    """
+    for table, sent in tables:
+        for exc_type, action in table:
+            if isinstance(exc, exc_type):
+                return connection_error(
+                    url=url, action=action, cause=exc, sent=sent, timeout=timeout
+                )
+    return connection_error(url=url, action="failed talking to", cause=exc, sent=otherwise_sent)
+
+
+def slot_timeout_error(*, url: str, total: float | None, slots: int) -> APITimeoutError:
+    """The error of an attempt that found no free connection slot before its deadline."""
+    return APITimeoutError(
+        f"The SDK timed out after {total:g} s waiting for one of its {slots:g} connection "
+        f"slots to {url}. The message was not sent. Raise max_connections or the timeout, or "
+        "send less at once.",
+        url=url,
+    )
+
+
+# --- the retry policy --------------------------------------------------------------------------
+
+
+def retry_delay(exc: Exception, *, retry_ambiguous: bool) -> bool | float:
+    """Whether a failed attempt may be sent again, for stamina: False, True (back off), or seconds.
+
+    Only what the server cannot have recorded is retried: connection failures before sending,
+    429 and 503 (after their `Retry-After`, up to `MAX_RETRY_AFTER`). A failure after which
+    the message may have landed (`outcome_unknown`) is retried only with `retry_ambiguous`.
+    """
+    if isinstance(exc, (RateLimitError, ServiceUnavailableError)):
+        if exc.retry_after is None:
+            return True
+        return exc.retry_after if exc.retry_after <= MAX_RETRY_AFTER else False
+    if not isinstance(exc, (APIConnectionError, InternalServerError, UnexpectedResponseError)):
+        return False
+    if exc.outcome_unknown:
+        return retry_ambiguous
+    return True
+
+
+# --- 2xx that cannot be used -------------------------------------------------------------------
+
+
+def unexpected_response(
+    reason: str, *, status_code: int, body: bytes, secrets: Sequence[str] = ()
+) -> UnexpectedResponseError:
+    """A 2xx whose body cannot be used."""
+    text = quote_server_text(body[:4096].decode("utf-8", "replace"), secrets=secrets)
+    return UnexpectedResponseError(
+        f"Quickchat answered {status_code} but {reason} (body: {text!r}). The server probably "
+        "recorded the message; the SDK did not resend it. If it persists, check base_url points "
+        "at the Chat endpoint.",
+        status_code=status_code,
+        body=text,
+    )

@@ -396,7 +396,7 @@ def memory_per_object() -> tuple[float, float]:
     before = tracemalloc.get_traced_memory()[0]
     for n in range(10_000):
         reply = client._decode(HTTPResponse(200, {}, body), None)  # noqa: SLF001
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         conv._append(Turn(text=f"message {n}", reply=reply, sent_at=now, received_at=now))  # noqa: SLF001
     per_turn = (tracemalloc.get_traced_memory()[0] - before) / 10_000
     tracemalloc.stop()

@@ -28,7 +28,7 @@ from ._validation import check_count
 
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
 __all__ = ["FanOut", "FanOutOptions", "FanOutResult", "Job", "Script"]
 

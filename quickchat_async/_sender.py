@@ -30,9 +30,10 @@ from ._wire import BACKOFF, ChatRequest, decode_reply, encode_turn, retry_delay,
 
 
 if TYPE_CHECKING:
+    from typing import Self
+
     import httpx
     import httpx2
-    from typing_extensions import Self
 
 __all__ = ["AsyncSender"]
 

@@ -35,7 +35,7 @@ __all__ = ["PreparedTurn", "Session"]
 
 logger = logging.getLogger("quickchat_async")
 
-_UTC: Final = dt.timezone.utc
+_UTC: Final = dt.UTC
 _NO_METADATA: Final[Mapping[str, JSONValue]] = MappingProxyType({})
 
 

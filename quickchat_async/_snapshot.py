@@ -22,7 +22,7 @@ __all__ = ["SNAPSHOT_VERSION", "session_from_snapshot", "snapshot_of"]
 #: The format version written into snapshots; `resume()` reads this version and older ones.
 SNAPSHOT_VERSION: Final = 1
 _SNAPSHOT_KIND: Final = "quickchat-async/conversation"
-_UTC: Final = dt.timezone.utc
+_UTC: Final = dt.UTC
 
 
 def snapshot_of(session: Session) -> dict[str, JSONValue]:

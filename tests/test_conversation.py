@@ -288,7 +288,7 @@ class TestHistory:
     async def test_turns_recorded(self, client, chat):
         """Each confirmed turn records what was sent, the reply and UTC times."""
         conv = client.conversation(kb_topic="billing", metadata={"userId": 12})
-        before = dt.datetime.now(dt.timezone.utc)
+        before = dt.datetime.now(dt.UTC)
 
         reply = await conv.say("Hello!", context="ctx", metadata={"page": "/"})
 
@@ -298,8 +298,8 @@ class TestHistory:
         assert turn.context == "ctx"
         assert turn.metadata == {"userId": 12, "page": "/", "kb_topic": "billing"}
         assert turn.reply is reply
-        assert before <= turn.sent_at <= turn.received_at <= dt.datetime.now(dt.timezone.utc)
-        assert turn.sent_at.tzinfo is dt.timezone.utc
+        assert before <= turn.sent_at <= turn.received_at <= dt.datetime.now(dt.UTC)
+        assert turn.sent_at.tzinfo is dt.UTC
 
     async def test_history_is_a_tuple_snapshot(self, client, chat):
         """history is an immutable tuple, oldest first."""

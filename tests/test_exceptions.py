@@ -21,6 +21,9 @@ from quickchat_async import (
     AuthenticationError,
     BadRequestError,
     ConversationNotFoundError,
+    HTTPResponse,
+    Httpx2Transport,
+    HttpxTransport,
     InternalServerError,
     QuickchatError,
     RateLimitError,
@@ -28,7 +31,6 @@ from quickchat_async import (
     UnexpectedResponseError,
     ValidationError,
 )
-from quickchat_async import HTTPResponse, Httpx2Transport, HttpxTransport
 from quickchat_async._transports._base import scrubbed
 from quickchat_async._wire import (
     MAX_QUOTED_CHARS,

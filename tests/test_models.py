@@ -54,7 +54,7 @@ class TestReply:
 class TestTurn:
     def test_kb_topic_from_metadata(self):
         """A turn's kb_topic is the one it was sent with."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         reply = Reply(conv_id="c", html="hi")
 
         with_topic = Turn("q", reply, now, now, metadata={"kb_topic": "billing"})

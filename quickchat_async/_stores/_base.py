@@ -316,7 +316,7 @@ def encode_record(*, user_key: str, scenario_id: str, conversation: Mapping[str,
         "version": RECORD_FORMAT_VERSION,
         "user_key": user_key,
         "scenario_id": scenario_id,
-        "saved_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "saved_at": dt.datetime.now(dt.UTC).isoformat(),
         "conversation": dict(conversation),
     }
     return _ENCODER.encode(envelope)

@@ -82,7 +82,7 @@ def _connector_class() -> Callable[[_Progress, int], aiohttp.TCPConnector]:
             self,
             req: aiohttp.ClientRequest,
             traces: list[aiohttp.tracing.Trace],
-            timeout: aiohttp.ClientTimeout,
+            timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 -- aiohttp's own signature
         ) -> aiohttp.connector.Connection:
             progress = self.progress
             task = asyncio.current_task()

@@ -122,8 +122,8 @@ def _retry_after(value: str | float | dt.datetime | None) -> str | None:
         return value
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
-        return email.utils.format_datetime(value.astimezone(dt.timezone.utc), usegmt=True)
+            value = value.replace(tzinfo=dt.UTC)
+        return email.utils.format_datetime(value.astimezone(dt.UTC), usegmt=True)
     return f"{value:g}"
 
 

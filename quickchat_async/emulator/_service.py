@@ -324,7 +324,7 @@ def _scenarios(value: Iterable[Scenario]) -> tuple[Scenario, ...]:
 
 
 def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _non_negative(_: object, attribute: attrs.Attribute[float], value: float) -> None:

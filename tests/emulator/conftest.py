@@ -19,7 +19,7 @@ SCENARIO_ID = "scn-1"
 OTHER_TOKEN = "tok-2"
 OTHER_API_KEY = "key-2"
 OTHER_SCENARIO_ID = "scn-2"
-NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 Chat = Callable[..., Outcome]
 

@@ -138,7 +138,7 @@ class TestKinds:
             (-3, "-3"),
             ("soon", "soon"),
             (
-                dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc),
+                dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
                 "Wed, 02 Jan 2030 03:04:05 GMT",
             ),
             (None, None),

@@ -171,9 +171,11 @@ class TestFaults:
             await post(http, timeout=httpx2.Timeout(5.0, read=0.01))
 
     # asyncio only: on trio, stopping early leaves httpx2's own async generators to the garbage
-    # collector, which trio reports as a ResourceWarning (encode/httpx2#3686).
+    # collector, which trio reports as a ResourceWarning (encode/httpx#3686).
     @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-    async def test_endless_without_timeout(self, http: httpx2.AsyncClient, service: EmulatorService):
+    async def test_endless_without_timeout(
+        self, http: httpx2.AsyncClient, service: EmulatorService
+    ):
         """With no read timeout, an endless body keeps coming until the client stops reading."""
         service.faults.script([Fault("endless", chunk_size=4, interval=0.0)])
 

@@ -80,7 +80,7 @@ server_texts = (
 _dates = st.datetimes(
     min_value=dt.datetime(1970, 1, 2),  # noqa: DTZ001 -- made aware below
     max_value=dt.datetime(9998, 12, 31),  # noqa: DTZ001
-).map(lambda when: email.utils.format_datetime(when.replace(tzinfo=dt.timezone.utc), usegmt=True))
+).map(lambda when: email.utils.format_datetime(when.replace(tzinfo=dt.UTC), usegmt=True))
 
 retry_after_values = (
     st.integers(0, 10**30).map(str)

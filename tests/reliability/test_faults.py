@@ -405,7 +405,7 @@ class TestConnections:
 
 
 def http_date(seconds_from_now: float) -> str:
-    when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds_from_now)
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds_from_now)
     return email.utils.format_datetime(when, usegmt=True)
 
 

@@ -82,7 +82,7 @@ class TestRetryAfterParser:
     def test_http_dates(self, when):
         """An HTTP date gives the seconds until then (0 if passed, at most the ceiling)."""
         tried()
-        when = when.replace(tzinfo=dt.timezone.utc, microsecond=0)
+        when = when.replace(tzinfo=dt.UTC, microsecond=0)
         header = email.utils.format_datetime(when, usegmt=True)
         expected = min(max(when.timestamp() - NOW, 0.0), _RETRY_AFTER_CEILING)
         assert parse_retry_after(header, now=NOW) == expected

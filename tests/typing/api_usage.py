@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from typing import assert_type
 
 import anyio
-from typing_extensions import assert_type
 
 import quickchat_async
 from quickchat_async import (

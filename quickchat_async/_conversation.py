@@ -13,6 +13,7 @@ from ._session import Session
 from ._snapshot import session_from_snapshot, snapshot_of
 from ._types import JSONValue
 from ._validation import check_context, check_metadata, check_text
+from ._wire import encode_turn
 
 
 __all__ = ["Conversation"]
@@ -58,9 +59,11 @@ class Conversation:
         self._session = Session(
             conv_id=conv_id, kb_topic=kb_topic, metadata=metadata, max_history=max_history
         )
-        # Created on the first say(): an idle conversation stays small, and the lock binds to
-        # the event loop that uses it.
-        self._lock: anyio.Lock | None = None
+        # One turn at a time, in call order. Created on the first say(): an idle conversation
+        # stays small, and the lock binds to the event loop that uses it. A semaphore of one,
+        # taken with acquire_nowait() when free: 0.9k instructions a turn, against 16k for
+        # `async with anyio.Lock(fast_acquire=True)` (callgrind; 3% of a turn on aiohttp).
+        self._lock: anyio.Semaphore | None = None
 
     @classmethod
     def from_snapshot(cls, client: AsyncSender, snapshot: object) -> Conversation:
@@ -158,17 +161,23 @@ class Conversation:
         turn_metadata = check_metadata(metadata) if metadata is not None else None
         lock = self._lock
         if lock is None:
-            lock = self._lock = anyio.Lock(fast_acquire=True)
-        async with lock:  # one turn at a time, in call order
+            lock = self._lock = anyio.Semaphore(1, fast_acquire=True)
+        try:
+            lock.acquire_nowait()
+        except anyio.WouldBlock:
+            await lock.acquire()
+        try:
             session = self._session
             turn = session.begin(text, context=context, turn_metadata=turn_metadata)
             try:
-                reply = await self._client.say(
-                    turn.text,
+                request = encode_turn(
+                    self._client.config,
+                    text=turn.text,
                     conv_id=turn.conv_id,
                     client_metadata=turn.client_metadata,
                     message_context=turn.context,
                 )
+                reply = await self._client.send(request, conv_id=turn.conv_id)
             except QuickchatError as exc:
                 session.fail(turn, exc)
                 raise
@@ -179,6 +188,8 @@ class Conversation:
             # cancellation above) not at all.
             session.confirm(turn, reply)
             return reply
+        finally:
+            lock.release()
 
     def start_over(self) -> None:
         """Accept that the unconfirmed first message is lost to this conversation.

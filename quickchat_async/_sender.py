@@ -264,10 +264,21 @@ class AsyncSender(anyio.abc.AsyncResource):
             client_metadata=metadata,
             message_context=message_context,
         )
-        return await self._exchange(request, conv_id)
+        return await self.send(request, conv_id=conv_id)
 
-    async def _exchange(self, request: ChatRequest, conv_id: str | None) -> Reply:
-        """Send under the retry policy and decode the reply."""
+    async def send(self, request: ChatRequest, *, conv_id: str | None = None) -> Reply:
+        """Send a prepared request under the retry policy and decode its reply.
+
+        `say()` builds the request from checked input, as conversations do; a request made by
+        hand is sent as it is. Give the `conv_id` it continues, if any: the legacy flavor
+        leaves it out of continuation replies.
+
+        Raises:
+            ClientClosedError: the client was closed.
+            APIStatusError: the server answered with an error (see its subclasses).
+            APIConnectionError: no usable response (see `outcome_unknown`).
+            UnexpectedResponseError: a 2xx that is not the documented JSON.
+        """
         started = time.monotonic()
         # The first attempt runs outside stamina: nearly every turn succeeds at once, and a
         # retry context costs 24 µs per turn on this machine (tenacity's AsyncRetrying), a

@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Final
+from typing import Final, NamedTuple
 
 import attrs
 
@@ -43,8 +43,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(_UTC)
 
 
-@attrs.frozen(slots=True)
-class PreparedTurn:
+class PreparedTurn(NamedTuple):
     """A turn about to be sent: exactly what goes out, and when it started."""
 
     text: str

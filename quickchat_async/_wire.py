@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import email.utils
 import html
-import json
 import math
 import re
 import time
@@ -19,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Final, TypeAlias, cast
 
 import attrs
+import orjson
 
 from ._config import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, ClientConfig, Timeout
 from ._exceptions import (
@@ -66,8 +66,6 @@ MAX_QUOTED_CHARS: Final = 300
 MAX_RETRY_AFTER: Final = 60.0
 #: Exponential backoff between retries: 0.5 s, then 1 s, ... up to 8 s, plus up to 1 s of jitter.
 BACKOFF: Final = {"wait_initial": 0.5, "wait_max": 8.0, "wait_jitter": 1.0}
-
-_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 # --- the request ------------------------------------------------------------------------------
@@ -125,8 +123,8 @@ def encode_turn(
     if client_metadata:
         fields["client_metadata"] = cast("dict[str, JSONValue]", client_metadata)
     try:
-        encoded = _ENCODER.encode(fields).encode()
-    except (TypeError, ValueError, RecursionError) as exc:
+        encoded = orjson.dumps(fields)
+    except orjson.JSONEncodeError as exc:  # metadata changed since it was checked
         raise ValidationError(f"The message cannot be sent as JSON: {exc}.") from None
     return ChatRequest(
         config.url,
@@ -183,8 +181,8 @@ def decode_reply(
 def _parse_reply(content: bytes, conv_id: str | None, attempts: int, elapsed: float) -> Reply | str:
     """The reply in a 2xx body, or why there is none."""
     try:
-        data: object = json.loads(content)
-    except (ValueError, RecursionError):  # not JSON (or not UTF-8), or nested too deeply
+        data: object = orjson.loads(content)
+    except orjson.JSONDecodeError:  # not JSON, not UTF-8, or nested too deeply
         return "its body is not JSON"
     if not isinstance(data, dict):
         return "its body is not a JSON object"

@@ -13,25 +13,39 @@ says *how* to deliver them, because a flaky server is not only a matter of what 
   seconds until the client goes away.
 
 Every action starts after `delay` seconds ("slow headers" is `RESPOND` with a delay).
+
+`fault_outcome` says what each injected fault (`_faults`) sends: faults are described there,
+and turned into outcomes here, so the two modules point one way.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
+from ._errors import ErrorText
+from ._faults import Fault, FaultKind
 
-if TYPE_CHECKING:
-    from ._faults import FaultKind
 
-
-__all__ = ["Action", "Outcome", "dump_json", "json_outcome", "text_outcome"]
+__all__ = ["Action", "Outcome", "dump_json", "fault_outcome", "json_outcome", "text_outcome"]
 
 _TEXT = "text/plain; charset=utf-8"
 _JSON = "application/json"
+
+#: The page nginx sends when its upstream fails, byte for byte.
+NGINX_502 = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+_NOT_JSON_PAGE = (
+    "<!DOCTYPE html>\n<html><head><title>Welcome</title></head>"
+    "<body><p>It works!</p></body></html>\n"
+)
 
 
 class Action(str, enum.Enum):
@@ -123,3 +137,58 @@ def json_outcome(status: int, data: object) -> Outcome:
     """A JSON response."""
     body = dump_json(data)
     return Outcome(status=status, headers=_with_length(_JSON, body), body=body)
+
+
+def fault_outcome(fault: Fault, reply: Mapping[str, Any] | None) -> Outcome:  # noqa: C901, PLR0911 -- one branch per kind
+    """What a fault sends.
+
+    Args:
+        fault: the fault.
+        reply: the JSON the request would have been answered with, for faults that fire after
+            the turn was recorded; None for the others.
+    """
+    kind = fault.kind
+    if kind is FaultKind.RATE_LIMIT:
+        return text_outcome(429, ErrorText.TOO_MANY_REQUESTS, headers=_retry(fault))
+    if kind is FaultKind.UNAVAILABLE:
+        return text_outcome(503, ErrorText.SERVICE_UNAVAILABLE, headers=_retry(fault))
+    if kind in {FaultKind.ERROR_BEFORE, FaultKind.ERROR_AFTER}:
+        return text_outcome(500, ErrorText.INTERNAL_SERVER_ERROR)
+    if kind in {FaultKind.DROP_BEFORE, FaultKind.DROP_AFTER}:
+        return Outcome(status=0, action=Action.DROP)
+    if kind is FaultKind.HTML_502:
+        return text_outcome(502, NGINX_502, content_type="text/html")
+    if reply is None:
+        raise ValueError(f"The {kind.value} fault needs the reply it alters.")
+    normal = json_outcome(200, dict(reply))
+    if kind is FaultKind.TRUNCATED or kind is FaultKind.RESET_MID_BODY:
+        action = Action.TRUNCATE if kind is FaultKind.TRUNCATED else Action.RESET
+        return attrs.evolve(
+            normal, action=action, cut_after=len(normal.body) // 2, interval=fault.interval
+        )
+    if kind is FaultKind.NOT_JSON:
+        return text_outcome(200, _NOT_JSON_PAGE, content_type="text/html; charset=utf-8")
+    if kind is FaultKind.MISSING_REPLY:
+        return json_outcome(200, {k: v for k, v in reply.items() if k != "reply"})
+    if kind is FaultKind.SLOW_HEADERS:
+        return normal  # the fault's delay is the point
+    if kind is FaultKind.DRIP:
+        return attrs.evolve(
+            normal, action=Action.DRIP, chunk_size=fault.chunk_size, interval=fault.interval
+        )
+    if kind is FaultKind.HUGE_BODY:
+        padding = "." * max(fault.size - len(normal.body), 0)
+        return json_outcome(200, {**reply, "reply": f"{reply.get('reply', '')}{padding}"})
+    # ENDLESS: a reply whose JSON string opens and never closes.
+    return Outcome(
+        status=200,
+        headers=(("content-type", "application/json"),),
+        body=b'{"reply": "',
+        action=Action.ENDLESS,
+        interval=fault.interval,
+        filler=b"." * fault.chunk_size,
+    )
+
+
+def _retry(fault: Fault) -> tuple[tuple[str, str], ...]:
+    return () if fault.retry_after is None else (("retry-after", fault.retry_after),)

@@ -5,8 +5,9 @@ raised there), then runs uvicorn in a daemon thread with its own asyncio loop: t
 be synchronous, on asyncio or on trio, and its loop is never shared. `ServerHandle.stop()` asks
 uvicorn to shut down and joins the thread, within a bound.
 
-`run()` serves in the foreground, for the `quickchat-async emulator` command: uvicorn handles
-SIGINT and SIGTERM there and shuts down cleanly.
+`run()` serves in the foreground, for the `quickchat-async emulator` command: it starts the
+server as `serve()` does, hands the running server to an `on_ready` hook (to print where it
+listens), then waits in the main thread until SIGINT or SIGTERM and shuts the server down.
 
 Both refuse to listen on anything but a loopback address unless `allow_remote=True`: the
 emulator has no real authentication, and its `/_emulator` routes none at all.
@@ -16,10 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
+import signal
 import socket
 import threading
 import time
-from types import TracebackType
+from collections.abc import Callable, Generator
+from types import FrameType, TracebackType
 from typing import Literal, final
 
 import anyio.to_thread
@@ -198,6 +202,14 @@ class ServerHandle:
         await self.astop()
 
 
+def _launch(service: EmulatorService, config: uvicorn.Config, timeout: float) -> ServerHandle:
+    """Bind the socket here (a bind error is raised in the caller's thread), serve in a thread."""
+    server = uvicorn.Server(config)
+    sock = _bind(config.host, config.port)
+    thread = _start(server, sock, timeout)
+    return ServerHandle(service, server=server, sock=sock, thread=thread, host=config.host)
+
+
 def serve(
     service: EmulatorService,
     *,
@@ -242,10 +254,7 @@ def serve(
         http=http,
         configure_logging=False,
     )
-    server = uvicorn.Server(config)
-    sock = _bind(host, port)
-    thread = _start(server, sock, startup_timeout)
-    return ServerHandle(service, server=server, sock=sock, thread=thread, host=host)
+    return _launch(service, config, startup_timeout)
 
 
 async def aserve(
@@ -283,6 +292,29 @@ async def aserve(
     return await anyio.to_thread.run_sync(start)
 
 
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Generator[None]:
+    """Set `stop` on SIGINT or SIGTERM; put the previous handlers back afterwards."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 -- signal's API
+        stop.set()
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, handler) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, handler_before in previous.items():
+            signal.signal(signum, handler_before)
+
+
+def _log_serving(handle: ServerHandle) -> None:
+    """Say where the server listens, on uvicorn's own log, as its command line does."""
+    logging.getLogger("uvicorn.error").info(
+        "Quickchat emulator serving at %s (press Ctrl-C to stop)", handle.base_url
+    )
+
+
 def run(
     service: EmulatorService,
     *,
@@ -294,15 +326,35 @@ def run(
     limit_concurrency: int | None = None,
     http: HTTPImplementation = "auto",
     log_level: LogLevel = "info",
+    configure_logging: bool = True,
+    on_ready: Callable[[ServerHandle], object] | None = None,
+    startup_timeout: float = 10.0,
 ) -> None:
-    """Serve the emulator in the foreground until SIGINT or SIGTERM; call from the main thread.
+    """Serve the emulator until SIGINT or SIGTERM, then shut it down; call from the main thread.
 
-    Logging is configured as uvicorn does for its own command line. After a SIGINT the
-    function returns normally; after a SIGTERM uvicorn re-raises the signal once it has shut
-    down, which ends the process as SIGTERM does.
+    Once the server accepts connections, `on_ready` gets its `ServerHandle` (by default, where
+    it listens is logged). Either signal then shuts it down and `run` returns normally, so the
+    exit status stays the caller's; the previous signal handlers are put back.
+
+    Args:
+        service: what to serve.
+        host: the address to listen on; loopback only, unless `allow_remote`.
+        port: the port; 0 picks a free one (`on_ready` sees which).
+        allow_remote: allow a non-loopback `host`.
+        timeout_keep_alive: seconds an idle keep-alive connection stays open.
+        timeout_graceful_shutdown: seconds requests in flight get when stopping (None: wait).
+        limit_concurrency: answer 503 beyond this many concurrent connections.
+        http: uvicorn's HTTP implementation.
+        log_level: uvicorn's log level.
+        configure_logging: configure logging as uvicorn's command line does; False leaves
+            the handlers to the caller (uvicorn's loggers then propagate to the root logger).
+        on_ready: called once with the running server, before waiting for a signal.
+        startup_timeout: seconds to wait for the server to start.
 
     Raises:
-        ValueError: `host` is not a loopback address and `allow_remote` is False.
+        ValueError: `host` is not loopback and not `allow_remote`; or not the main thread.
+        OSError: the address cannot be bound.
+        RuntimeError: the server did not start, or stopped before any signal came.
     """
     _check_host(host, allow_remote=allow_remote)
     config = _config(
@@ -314,7 +366,12 @@ def run(
         timeout_graceful_shutdown=timeout_graceful_shutdown,
         limit_concurrency=limit_concurrency,
         http=http,
-        configure_logging=True,
+        configure_logging=configure_logging,
     )
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled
-        uvicorn.Server(config).run()
+    stop = threading.Event()
+    with _stop_on_signals(stop), _launch(service, config, startup_timeout) as handle:
+        (on_ready or _log_serving)(handle)
+        while handle.running and not stop.is_set():
+            stop.wait(0.25)
+    if not stop.is_set():
+        raise RuntimeError("The emulator server stopped unexpectedly.")

@@ -46,9 +46,9 @@ from typing import Any, NoReturn
 import attrs
 
 from ._errors import ErrorText
-from ._faults import Fault, FaultInjector, FaultLike, fault_outcome
+from ._faults import Fault, FaultInjector, FaultLike
 from ._kb import GREETING, KnowledgeBase, bundled_kb
-from ._outcome import Outcome, json_outcome, text_outcome
+from ._outcome import Outcome, fault_outcome, json_outcome, text_outcome
 
 
 __all__ = [

@@ -212,7 +212,7 @@ class TestChatInATerminal:
             send("Hello")
             _read_until(fd, r"agent> Hi there!", out)
             send("/topic shipping")
-            _read_until(fd, r"started a new one on topic shipping", out)
+            _read_until(fd, r"Started a new conversation on topic shipping", out)
             send("What is your return policy?")
             _read_until(fd, r"agent> You have 30 days", out)
             send("/history")

@@ -187,37 +187,67 @@ class TestAserve:
 
 
 class TestRun:
-    def test_sigint_stops_it(self):
-        """run() serves in the foreground until SIGINT, then returns normally."""
-        port = free_port()
-        answered: list[int] = []
-        returned = threading.Event()
+    @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+    def test_serves_until_a_signal_then_returns(self, signum: int):
+        """run() gives on_ready the running server, then returns normally on SIGINT or SIGTERM."""
+        answers: list[tuple[str, int]] = []
 
-        def interrupt_when_up() -> None:
+        def on_ready(server: ServerHandle) -> None:
             try:
-                wait_until_listening(port)
-                answered.append(chat_status(f"http://127.0.0.1:{port}"))
-            finally:  # never leave run() serving, never interrupt anything else
-                if not returned.is_set():
-                    os.kill(os.getpid(), signal.SIGINT)
+                answers.append((server.base_url, chat_status(server.base_url)))
+            finally:  # never leave run() serving
+                os.kill(os.getpid(), signum)
 
-        interrupter = threading.Thread(target=interrupt_when_up, daemon=True)
-        interrupter.start()
-        try:
-            run(make_service(), port=port, log_level="warning")
-        finally:
-            returned.set()
-            interrupter.join(15)
+        handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        run(make_service(), port=0, log_level="warning", configure_logging=False, on_ready=on_ready)
 
-        assert answered == [200]
+        [(base_url, status)] = answers
+        assert status == 200
+        assert base_url.startswith("http://127.0.0.1:")
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+        with pytest.raises(httpx.ConnectError):
+            chat_status(base_url)
 
     def test_refuses_non_loopback_hosts(self):
         """run() refuses a non-loopback host too."""
         with pytest.raises(ValueError, match="not a loopback address"):
             run(EmulatorService(), host="0.0.0.0")  # noqa: S104
 
-    def test_sigterm_stops_the_process(self):
-        """In a process of its own, run() shuts down on SIGTERM and the process ends by it."""
+    def test_port_in_use(self):
+        """A port already bound is an OSError from run() itself; the handlers are put back."""
+        handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            with pytest.raises(OSError, match="in use"):
+                run(EmulatorService(), port=taken.getsockname()[1], configure_logging=False)
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+
+    def test_a_server_that_stops_without_a_signal_is_an_error(self):
+        """If the server ends before any signal, run() raises RuntimeError."""
+        with pytest.raises(RuntimeError, match="stopped unexpectedly"):
+            run(
+                make_service(),
+                port=0,
+                log_level="warning",
+                configure_logging=False,
+                on_ready=lambda server: server.stop(),
+            )
+
+    def test_an_error_in_on_ready_stops_the_server(self):
+        """An exception from on_ready propagates, and the server is stopped."""
+        servers: list[ServerHandle] = []
+
+        def fail(server: ServerHandle) -> None:
+            servers.append(server)
+            raise LookupError("from the hook")
+
+        with pytest.raises(LookupError, match="from the hook"):
+            run(make_service(), port=0, configure_logging=False, on_ready=fail)
+        assert not servers[0].running
+
+    def test_sigterm_ends_the_process_with_status_0(self):
+        """In a process of its own, run() logs where it listens and exits 0 on SIGTERM."""
         port = free_port()
         code = (
             "from quickchat_async.emulator import EmulatorService, run\n"
@@ -238,8 +268,8 @@ class TestRun:
             finally:
                 process.kill()
 
-        assert process.returncode == -signal.SIGTERM
-        assert f"http://127.0.0.1:{port}" in output
+        assert process.returncode == 0, output
+        assert f"Quickchat emulator serving at http://127.0.0.1:{port}" in output
         assert "Shutting down" in output
 
 

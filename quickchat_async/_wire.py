@@ -267,7 +267,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return min(max(delay, 0.0), _RETRY_AFTER_CEILING)
 
 
-def error_from_response(  # noqa: C901, PLR0911 -- a branch per documented status reads best
+def error_from_response(
     response: HTTPResponse, *, url: str, secrets: Sequence[str] = (), attempts: int = 1
 ) -> APIStatusError:
     """Map an HTTP error response (any status that is not 2xx) to the error tree.
@@ -281,81 +281,96 @@ def error_from_response(  # noqa: C901, PLR0911 -- a branch per documented statu
     status = response.status_code
     quoted = quote_server_text(response.text, secrets=secrets)
     said = f": {quoted!r}" if quoted else ""
-    tried = f" (after {attempts} attempts)" if attempts > 1 else ""
-
-    def error(cls: type[APIStatusError], message: str) -> APIStatusError:
+    if 400 <= status < 500 and status != 429:  # noqa: PLR2004
+        cls, message = _client_error(status, quoted, said, url)
         return cls(message, status_code=status, server_message=quoted, response=response)
-
-    if status == 400 and _CONV_NOT_FOUND.search(quoted):  # noqa: PLR2004
-        return error(
-            ConversationNotFoundError,
-            f"Quickchat does not know this conversation (400{said}). Omit conv_id to start a new "
-            "conversation, or pass a conv_id returned by a previous reply of this scenario.",
-        )
-    if status == 401 or (status == 400 and _NOT_AUTHENTICATED.search(quoted)):  # noqa: PLR2004
-        return error(
-            AuthenticationError,
-            f"Quickchat refused the credential ({status}{said}). Check the API token (current "
-            "flavor) or api_key (legacy flavor) and that it belongs to this scenario_id.",
-        )
-    if status == 400:  # noqa: PLR2004
-        return error(
-            BadRequestError,
-            f"Quickchat rejected the request (400{said}). Check scenario_id, text, conv_id, "
-            "client_metadata (at most 5 keys) and message_context (at most 1000 characters).",
-        )
-    if status == 403:  # noqa: PLR2004
-        return error(
-            PermissionDeniedError,
-            f"Quickchat denied access (403{said}). The credential is valid but may not use this "
-            "scenario; check the API access of your plan.",
-        )
-    if status == 404:  # noqa: PLR2004
-        return error(
-            ScenarioNotFoundError,
-            f"Quickchat found no AI Agent for this request (404{said}). Verify the scenario_id, "
-            f"that your credential is bound to it, and the base URL (requests go to {url}).",
-        )
-    retry_after = parse_retry_after(response.headers.get("retry-after"))
-    wait = f" It asked to wait {retry_after:g} s." if retry_after is not None else ""
-    if status == 429:  # noqa: PLR2004
-        return RateLimitError(
-            f"Quickchat is rate-limiting this credential (429{said}){tried}.{wait} "
-            "Slow down, or spread the load over time.",
-            status_code=status,
-            server_message=quoted,
-            response=response,
-            retry_after=retry_after,
-        )
-    if status == 503:  # noqa: PLR2004
-        return ServiceUnavailableError(
-            f"Quickchat is temporarily overloaded or in maintenance (503{said}){tried}.{wait} "
-            "The message was not processed; try again later.",
+    if status in {429, 503}:
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        busy, message = _busy_error(status, said, attempts, retry_after)
+        return busy(
+            message,
             status_code=status,
             server_message=quoted,
             response=response,
             retry_after=retry_after,
         )
     if status >= 500:  # noqa: PLR2004
-        return error(
-            InternalServerError,
+        tried = f" (after {attempts} attempts)" if attempts > 1 else ""
+        message = (
             f"Quickchat failed with a server error ({status}{said}){tried}. It may or may not "
             "have recorded the message, so the SDK did not resend it. If it persists, contact "
-            "Quickchat support.",
+            "Quickchat support."
         )
-    if 300 <= status < 400:  # noqa: PLR2004
+        cls = InternalServerError
+    elif 300 <= status < 400:  # noqa: PLR2004
         target = quote_server_text(response.headers.get("location", ""), secrets=secrets)
-        return error(
-            APIStatusError,
+        message = (
             f"Quickchat answered with a redirect ({status}) to {target!r}. The SDK does not "
             "follow redirects, so that credentials never leave their origin: set base_url to "
-            "the final address.",
+            "the final address."
         )
-    return error(
-        APIStatusError,
+        cls = APIStatusError
+    else:
+        message = (
+            f"Quickchat answered with HTTP {status}{said}, which the Chat endpoint does not "
+            f"document. Check that base_url points at the Chat endpoint (requests go to {url})."
+        )
+        cls = APIStatusError
+    return cls(message, status_code=status, server_message=quoted, response=response)
+
+
+def _client_error(
+    status: int, quoted: str, said: str, url: str
+) -> tuple[type[APIStatusError], str]:
+    """The error class of a 4xx (429 aside), and what to tell the user."""
+    if status == 400 and _CONV_NOT_FOUND.search(quoted):  # noqa: PLR2004
+        return ConversationNotFoundError, (
+            f"Quickchat does not know this conversation (400{said}). Omit conv_id to start a new "
+            "conversation, or pass a conv_id returned by a previous reply of this scenario."
+        )
+    if status == 401 or (status == 400 and _NOT_AUTHENTICATED.search(quoted)):  # noqa: PLR2004
+        return AuthenticationError, (
+            f"Quickchat refused the credential ({status}{said}). Check the API token (current "
+            "flavor) or api_key (legacy flavor) and that it belongs to this scenario_id."
+        )
+    if status == 400:  # noqa: PLR2004
+        return BadRequestError, (
+            f"Quickchat rejected the request (400{said}). Check scenario_id, text, conv_id, "
+            "client_metadata (at most 5 keys) and message_context (at most 1000 characters)."
+        )
+    if status == 403:  # noqa: PLR2004
+        return PermissionDeniedError, (
+            f"Quickchat denied access (403{said}). The credential is valid but may not use this "
+            "scenario; check the API access of your plan."
+        )
+    if status == 404:  # noqa: PLR2004
+        return ScenarioNotFoundError, (
+            f"Quickchat found no AI Agent for this request (404{said}). Verify the scenario_id, "
+            f"that your credential is bound to it, and the base URL (requests go to {url})."
+        )
+    return APIStatusError, (
         f"Quickchat answered with HTTP {status}{said}, which the Chat endpoint does not "
-        f"document. Check that base_url points at the Chat endpoint (requests go to {url}).",
+        f"document. Check that base_url points at the Chat endpoint (requests go to {url})."
     )
+
+
+def _busy_error(
+    status: int, said: str, attempts: int, retry_after: float | None
+) -> tuple[type[RateLimitError | ServiceUnavailableError], str]:
+    """The error class of a 429 or a 503, and what to tell the user (the wait included)."""
+    tried = f" (after {attempts} attempts)" if attempts > 1 else ""
+    wait = f" It asked to wait {retry_after:g} s." if retry_after is not None else ""
+    if status == 429:  # noqa: PLR2004
+        message = (
+            f"Quickchat is rate-limiting this credential (429{said}){tried}.{wait} "
+            "Slow down, or spread the load over time."
+        )
+        return RateLimitError, message
+    message = (
+        f"Quickchat is temporarily overloaded or in maintenance (503{said}){tried}.{wait} "
+        "The message was not processed; try again later."
+    )
+    return ServiceUnavailableError, message
 
 
 # --- transport failures ------------------------------------------------------------------------

@@ -362,42 +362,13 @@ class StoredConversation:
     # --- internals ----------------------------------------------------------------------------
 
     def _start(self) -> Conversation:
-        options = self._options
-        return Conversation(
-            self._client,
-            kb_topic=options.kb_topic,
-            metadata=options.metadata,
-            max_history=options.max_history,
-        )
+        return _new_conversation(self._client, self._options)
 
     def _resume(self, record: StoreRecord | None) -> Conversation:
         """The conversation in `record` with this object's settings applied; a new one if None."""
         if record is None:
             return self._start()
-        user_key, client = self._user_key, self._client
-        decoded = decode_record(record.data, user_key=user_key)
-        if decoded.scenario_id != client.scenario_id:
-            raise StoreError(
-                f"The stored conversation of user key {user_key!r} belongs to AI Agent "
-                f"{decoded.scenario_id!r}, but this client talks to {client.scenario_id!r}. Use "
-                "one store (or Redis prefix) per AI Agent, or forget() the old conversation."
-            )
-        snapshot = decoded.conversation
-        options = self._options
-        snapshot["max_history"] = options.max_history  # the bound in force now trims on load
-        try:
-            conversation = Conversation.from_snapshot(client, snapshot)
-        except ValidationError as exc:
-            raise StoreError(
-                f"The stored conversation of user key {user_key!r} is unreadable: {exc.message}"
-            ) from exc
-        if options.metadata is not None and options.metadata != conversation.metadata:
-            snapshot["metadata"] = dict(options.metadata)
-            # raises ValidationError on > 5 keys
-            conversation = Conversation.from_snapshot(client, snapshot)
-        if options.kb_topic is not None:
-            conversation.kb_topic = options.kb_topic  # its value may change; it cannot appear
-        return conversation
+        return _resumed(self._client, self._user_key, self._options, record)
 
     async def _save(
         self, conversation: Conversation, *, replaces: str | None, reply: Reply | None
@@ -440,3 +411,45 @@ class StoredConversation:
                 self._user_key,
                 exc.message,
             )
+
+
+def _new_conversation(client: AsyncSender, options: StoredOptions) -> Conversation:
+    return Conversation(
+        client,
+        kb_topic=options.kb_topic,
+        metadata=options.metadata,
+        max_history=options.max_history,
+    )
+
+
+def _resumed(
+    client: AsyncSender, user_key: str, options: StoredOptions, record: StoreRecord
+) -> Conversation:
+    """The conversation a record holds, with the options in force now applied.
+
+    Raises:
+        StoreError: the record is another AI Agent's, or unreadable.
+        ValidationError: the options cannot apply (kb_topic added to a conversation without
+            one, more than 5 metadata keys).
+    """
+    decoded = decode_record(record.data, user_key=user_key)
+    if decoded.scenario_id != client.scenario_id:
+        raise StoreError(
+            f"The stored conversation of user key {user_key!r} belongs to AI Agent "
+            f"{decoded.scenario_id!r}, but this client talks to {client.scenario_id!r}. Use "
+            "one store (or Redis prefix) per AI Agent, or forget() the old conversation."
+        )
+    snapshot = decoded.conversation
+    snapshot["max_history"] = options.max_history  # the bound in force now trims on load
+    try:
+        conversation = Conversation.from_snapshot(client, snapshot)
+    except ValidationError as exc:
+        raise StoreError(
+            f"The stored conversation of user key {user_key!r} is unreadable: {exc.message}"
+        ) from exc
+    if options.metadata is not None and options.metadata != conversation.metadata:
+        snapshot["metadata"] = dict(options.metadata)
+        conversation = Conversation.from_snapshot(client, snapshot)  # > 5 keys: ValidationError
+    if options.kb_topic is not None:
+        conversation.kb_topic = options.kb_topic  # its value may change; it cannot appear
+    return conversation

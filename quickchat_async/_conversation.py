@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Unpack
 
 import anyio
 
+from ._config import CallOptions
 from ._exceptions import QuickchatError
 from ._models import Reply, Turn
 from ._sender import AsyncSender
@@ -139,6 +141,7 @@ class Conversation:
         *,
         context: str | None = None,
         metadata: Mapping[str, JSONValue] | None = None,
+        **options: Unpack[CallOptions],
     ) -> Reply:
         """Send a message in this conversation and return the reply.
 
@@ -147,6 +150,9 @@ class Conversation:
             context: `message_context` for this message: extra context for the AI, at most 1000
                 characters.
             metadata: `client_metadata` for this message only, merged over the conversation's.
+            **options: per-call `timeout`, `max_retries`, `deadline`, `extra_headers` and
+                `extra_body`, for this turn only (see `CallOptions`). The deadline counts from
+                when the turn gets its place in the conversation.
 
         Raises:
             ValidationError: before sending, on bad input (including more than 5 metadata keys
@@ -159,6 +165,8 @@ class Conversation:
         check_text(text)
         check_context(context)
         turn_metadata = check_metadata(metadata) if metadata is not None else None
+        client = self._client
+        call = client.config.call(options)
         lock = self._lock
         if lock is None:
             lock = self._lock = anyio.Semaphore(1, fast_acquire=True)
@@ -171,13 +179,14 @@ class Conversation:
             turn = session.begin(text, context=context, turn_metadata=turn_metadata)
             try:
                 request = encode_turn(
-                    self._client.config,
+                    client.config,
+                    call,
                     text=turn.text,
                     conv_id=turn.conv_id,
                     client_metadata=turn.client_metadata,
                     message_context=turn.context,
                 )
-                reply = await self._client.send(request, conv_id=turn.conv_id)
+                reply = await client.send(request, conv_id=turn.conv_id, call=call)
             except QuickchatError as exc:
                 session.fail(turn, exc)
                 raise

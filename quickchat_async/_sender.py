@@ -12,21 +12,31 @@ import enum
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, Unpack
 
 import anyio
 import anyio.abc
 import attrs
 import stamina
 
-from ._config import DEFAULT_MAX_RESPONSE_BYTES, ClientConfig, Timeout
-from ._exceptions import ClientClosedError, QuickchatError, ValidationError
+from ._config import DEFAULT_MAX_RESPONSE_BYTES, Call, CallOptions, ClientConfig, Timeout
+from ._exceptions import APITimeoutError, ClientClosedError, QuickchatError, ValidationError
 from ._models import HTTPResponse, Reply
 from ._ratelimit import RateLimiter
+from ._telemetry import NO_TELEMETRY, Telemetry, TurnTrace
 from ._transports import BaseTransport, Transport, resolve_transport
 from ._types import NOT_GIVEN, Flavor, JSONValue, NotGiven, Secret
-from ._validation import check_context, check_conv_id, check_count, check_metadata, check_text
-from ._wire import BACKOFF, ChatRequest, decode_reply, encode_turn, retry_delay, slot_timeout_error
+from ._validation import check_context, check_conv_id, check_metadata, check_text
+from ._wire import (
+    BACKOFF,
+    ChatRequest,
+    decode_reply,
+    encode_turn,
+    retry_delay,
+    retry_log_line,
+    slot_timeout_error,
+    turn_deadline_error,
+)
 
 
 if TYPE_CHECKING:
@@ -69,7 +79,7 @@ class AsyncSender(anyio.abc.AsyncResource):
     It is documented, with its arguments, as `AsyncQuickchat`.
     """
 
-    __slots__ = ("_config", "_owns_pool", "_pool", "_rate_limiter", "_state")
+    __slots__ = ("_config", "_owns_pool", "_pool", "_rate_limiter", "_state", "_telemetry")
 
     def __init__(
         self,
@@ -81,6 +91,7 @@ class AsyncSender(anyio.abc.AsyncResource):
         timeout: float | Timeout | NotGiven | None = NOT_GIVEN,
         max_retries: int = 2,
         retry_ambiguous: bool = False,
+        deadline: float | None = None,
         http_client: httpx2.AsyncClient | httpx.AsyncClient | None = None,
         default_headers: Mapping[str, str] | None = None,
         transport: Transport | Literal["httpx2", "httpx", "aiohttp"] | None = None,
@@ -100,6 +111,7 @@ class AsyncSender(anyio.abc.AsyncResource):
             timeout=timeout,
             max_retries=max_retries,
             retry_ambiguous=retry_ambiguous,
+            deadline=deadline,
             default_headers=default_headers,
             max_connections=max_connections,
             max_response_bytes=max_response_bytes,
@@ -112,6 +124,7 @@ class AsyncSender(anyio.abc.AsyncResource):
         self._pool = _Pool(chosen, config.max_connections)
         self._owns_pool = True
         self._rate_limiter = _check_limiter(rate_limiter)
+        self._telemetry: Telemetry = NO_TELEMETRY
         self._state = _State.UNOPENED
 
     def with_options(
@@ -120,27 +133,26 @@ class AsyncSender(anyio.abc.AsyncResource):
         timeout: float | Timeout | NotGiven | None = NOT_GIVEN,
         max_retries: int | NotGiven = NOT_GIVEN,
         retry_ambiguous: bool | NotGiven = NOT_GIVEN,
+        deadline: float | NotGiven | None = NOT_GIVEN,
+        default_headers: Mapping[str, str] | NotGiven = NOT_GIVEN,
         rate_limiter: RateLimiter | NotGiven | None = NOT_GIVEN,
     ) -> Self:
         """A client with other settings that shares this one's connections.
 
-        Closing it leaves the connections to this client, which still owns them.
+        Closing it leaves the connections to this client, which still owns them; closing this
+        client closes them for both. `default_headers` are merged over this client's.
 
         Raises:
-            ValidationError: a bad value.
+            ValidationError: a bad value, named.
         """
-        config = self._config
-        config = config.with_settings(
-            timeout=config.timeout if isinstance(timeout, NotGiven) else Timeout.of(timeout),
-            max_retries=config.max_retries
-            if isinstance(max_retries, NotGiven)
-            else check_count(max_retries, name="max_retries", minimum=0),
-            retry_ambiguous=config.retry_ambiguous
-            if isinstance(retry_ambiguous, NotGiven)
-            else bool(retry_ambiguous),
-        )
         derived = object.__new__(type(self))
-        derived._config = config
+        derived._config = self._config.with_options(
+            timeout=timeout,
+            max_retries=max_retries,
+            retry_ambiguous=retry_ambiguous,
+            deadline=deadline,
+            default_headers=default_headers,
+        )
         derived._pool = self._pool
         derived._owns_pool = False
         derived._rate_limiter = (
@@ -148,6 +160,7 @@ class AsyncSender(anyio.abc.AsyncResource):
             if isinstance(rate_limiter, NotGiven)
             else _check_limiter(rate_limiter)
         )
+        derived._telemetry = self._telemetry
         derived._state = _State.UNOPENED
         return derived
 
@@ -237,6 +250,7 @@ class AsyncSender(anyio.abc.AsyncResource):
         conv_id: str | None = None,
         client_metadata: Mapping[str, JSONValue] | None = None,
         message_context: str | None = None,
+        **options: Unpack[CallOptions],
     ) -> Reply:
         """Send one message and return the reply: a single stateless round trip.
 
@@ -245,103 +259,143 @@ class AsyncSender(anyio.abc.AsyncResource):
             conv_id: continue this conversation; None starts a new one.
             client_metadata: at most 5 keys, sent as is (`kb_topic` filters the Knowledge Base).
             message_context: extra context for the AI, at most 1000 characters.
+            **options: per-call `timeout`, `max_retries`, `deadline`, `extra_headers` and
+                `extra_body`, for this turn only (see `CallOptions`).
 
         Raises:
             ValidationError: before sending, on bad input.
             ClientClosedError: the client was closed.
             APIStatusError: the server answered with an error (see its subclasses).
-            APIConnectionError: no usable response (see `outcome_unknown`).
+            APIConnectionError: no usable response (see `outcome_unknown`); `APITimeoutError`
+                when an attempt or the whole turn (`deadline`) ran out of time.
             UnexpectedResponseError: a 2xx that is not the documented JSON.
         """
         check_text(text)
         check_context(message_context, name="message_context")
         check_conv_id(conv_id)
         metadata = check_metadata(client_metadata, name="client_metadata", allow_kb_topic=True)
+        call = self._config.call(options)
         request = encode_turn(
             self._config,
+            call,
             text=text,
             conv_id=conv_id,
             client_metadata=metadata,
             message_context=message_context,
         )
-        return await self.send(request, conv_id=conv_id)
+        return await self.send(request, conv_id=conv_id, call=call)
 
-    async def send(self, request: ChatRequest, *, conv_id: str | None = None) -> Reply:
+    async def send(
+        self, request: ChatRequest, *, conv_id: str | None = None, call: Call | None = None
+    ) -> Reply:
         """Send a prepared request under the retry policy and decode its reply.
 
         `say()` builds the request from checked input, as conversations do; a request made by
         hand is sent as it is. Give the `conv_id` it continues, if any: the legacy flavor
-        leaves it out of continuation replies.
+        leaves it out of continuation replies. `call` holds the turn's retries and deadline
+        (by default the client's).
 
         Raises:
             ClientClosedError: the client was closed.
             APIStatusError: the server answered with an error (see its subclasses).
-            APIConnectionError: no usable response (see `outcome_unknown`).
+            APIConnectionError: no usable response (see `outcome_unknown`); `APITimeoutError`
+                when an attempt or the whole turn ran out of time.
             UnexpectedResponseError: a 2xx that is not the documented JSON.
         """
-        started = time.monotonic()
+        if call is None:
+            call = self._config.default_call
+        turn = _Turn(call, retry_ambiguous=self._config.retry_ambiguous)
+        with self._telemetry.turn(self._config, request, conv_id) as trace:
+            if call.deadline is None:
+                reply = await self._with_retries(request, conv_id, turn, trace)
+            else:
+                with anyio.move_on_after(call.deadline):
+                    reply = await self._with_retries(request, conv_id, turn, trace)
+                    trace.replied(reply)
+                    return reply
+                raise turn_deadline_error(
+                    url=request.url, deadline=call.deadline, sent=turn.may_have_landed()
+                )
+            trace.replied(reply)
+            return reply
+
+    async def _with_retries(
+        self, request: ChatRequest, conv_id: str | None, turn: _Turn, trace: TurnTrace
+    ) -> Reply:
+        """The attempts of one turn, under the retry policy."""
+        max_retries = turn.call.max_retries
         # The first attempt runs outside stamina: nearly every turn succeeds at once, and a
         # retry context costs 24 µs per turn on this machine (tenacity's AsyncRetrying), a
         # fifth of what raw aiohttp spends on a whole request at 64 in flight.
         try:
-            return await self._attempt(request, conv_id, 1, started)
+            return await self._attempt(request, conv_id, 1, turn, trace)
         except QuickchatError as exc:
-            if not self._config.max_retries or self._retry_delay(exc) is False:
+            if not max_retries or turn.retry_delay(exc) is False:
                 raise
-            first = exc
+            last = exc
         async for attempt in stamina.retry_context(
-            on=self._retry_delay, attempts=self._config.max_retries + 1, timeout=None, **BACKOFF
+            on=turn.retry_delay, attempts=max_retries + 1, timeout=None, **BACKOFF
         ):
             with attempt:
                 if attempt.num == 1:  # hand stamina the first failure: it schedules the wait
-                    raise first
-                logger.info(
-                    "Retrying the Chat request to %s (attempt %d of %d) after %s",
-                    request.url,
-                    attempt.num,
-                    self._config.max_retries + 1,
-                    type(first).__name__,
-                )
+                    raise last
+                logger.info(retry_log_line(request.url, attempt.num, max_retries + 1, last))
                 try:
-                    return await self._attempt(request, conv_id, attempt.num, started)
+                    return await self._attempt(request, conv_id, attempt.num, turn, trace)
                 except QuickchatError as exc:
-                    first = exc
+                    last = exc
                     raise
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
-    def _retry_delay(self, exc: Exception) -> bool | float:
-        return retry_delay(exc, retry_ambiguous=self._config.retry_ambiguous)
-
     async def _attempt(
-        self, request: ChatRequest, conv_id: str | None, num: int, started: float
+        self, request: ChatRequest, conv_id: str | None, num: int, turn: _Turn, trace: TurnTrace
     ) -> Reply:
         """One attempt: wait for the rate and a connection slot, send, decode."""
         if self.is_closed:  # also between attempts: closed while a retry waited
             raise ClientClosedError(
                 f"This {type(self).__name__} client is closed; create a new one to keep talking."
             )
+        trace.attempt(num)
         if self._rate_limiter is not None:
             await self._rate_limiter.acquire()
-        response = await self._send(request)
-        return decode_reply(
-            response,
-            config=self._config,
-            conv_id=conv_id,
-            attempts=num,
-            elapsed=time.monotonic() - started,
-        )
+        request = turn.within_deadline(request)
+        try:
+            response = await self._send(request, turn)
+            return decode_reply(
+                response,
+                config=self._config,
+                conv_id=conv_id,
+                attempts=num,
+                elapsed=time.monotonic() - turn.started,
+            )
+        except QuickchatError as exc:
+            trace.attempt_failed(num, exc)
+            turn.failed(exc)
+            if isinstance(exc, APITimeoutError) and turn.out_of_time():
+                raise turn_deadline_error(
+                    url=request.url, deadline=turn.call.deadline, sent=turn.may_have_landed()
+                ) from exc
+            raise
 
-    async def _send(self, request: ChatRequest) -> HTTPResponse:
+    async def _send(self, request: ChatRequest, turn: _Turn) -> HTTPResponse:
         """Hold a connection slot for the attempt; a full pool waits within the deadline."""
         slots = self._pool.slots
         try:
             slots.acquire_nowait()
         except anyio.WouldBlock:
             request = await self._wait_for_slot(request)
+        # Cleared when the transport answers, or fails and says whether it sent; left set when
+        # the turn's deadline cancels it mid-way, since the message may then have gone out.
+        turn.sending = True
         try:
-            return await self._pool.transport.send(request)
+            response = await self._pool.transport.send(request)
+        except QuickchatError:
+            turn.sending = False
+            raise
         finally:
             slots.release()
+        turn.sending = False
+        return response
 
     async def _wait_for_slot(self, request: ChatRequest) -> ChatRequest:
         """Queue for a slot; the wait counts against the attempt's deadline."""
@@ -362,6 +416,51 @@ class AsyncSender(anyio.abc.AsyncResource):
         if remaining is None:
             return request
         return attrs.evolve(request, timeout=attrs.evolve(request.timeout, total=remaining))
+
+
+class _Turn:
+    """What one turn has been through: its settings, when it started, what may have landed."""
+
+    __slots__ = ("call", "deadline_at", "landed", "retry_ambiguous", "sending", "started")
+
+    def __init__(self, call: Call, *, retry_ambiguous: bool) -> None:
+        self.call = call
+        #: For `Reply.elapsed`: a wall clock. The deadline is kept on the event loop's clock
+        #: (anyio's, which costs 3 µs a reading: only turns with a deadline read it).
+        self.started = time.monotonic()
+        self.deadline_at = None if call.deadline is None else anyio.current_time() + call.deadline
+        self.retry_ambiguous = retry_ambiguous
+        #: An earlier attempt failed after the message may have reached the server.
+        self.landed = False
+        #: An attempt is in the transport right now.
+        self.sending = False
+
+    def may_have_landed(self) -> bool:
+        """Whether the server may have recorded the message, if the turn ends now."""
+        return self.landed or self.sending
+
+    def failed(self, exc: QuickchatError) -> None:
+        self.landed = self.landed or exc.outcome_unknown
+
+    def out_of_time(self) -> bool:
+        return self.deadline_at is not None and anyio.current_time() >= self.deadline_at
+
+    def within_deadline(self, request: ChatRequest) -> ChatRequest:
+        """The request, its attempt cut short to end by the turn's deadline."""
+        if self.deadline_at is None:
+            return request
+        remaining = max(self.deadline_at - anyio.current_time(), 0.001)
+        total = request.timeout.total
+        if total is not None and total <= remaining:
+            return request
+        return attrs.evolve(request, timeout=attrs.evolve(request.timeout, total=remaining))
+
+    def retry_delay(self, exc: Exception) -> bool | float:
+        """The retry policy, for stamina; a wait that would outlast the deadline is refused."""
+        delay = retry_delay(exc, retry_ambiguous=self.retry_ambiguous)
+        if self.deadline_at is None or delay is False or delay is True:
+            return delay
+        return delay if anyio.current_time() + delay < self.deadline_at else False
 
 
 def _check_limiter(rate_limiter: object) -> RateLimiter | None:

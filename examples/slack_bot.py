@@ -14,7 +14,8 @@ http://<your host>:3000/slack/events. Then:
 
 With no QUICKCHAT_API_TOKEN set it answers from the bundled emulator; set QUICKCHAT_API_TOKEN
 (or QUICKCHAT_API_KEY) and QUICKCHAT_SCENARIO_ID for your AI Agent. BOT_DB names the SQLite
-file (slack_bot.db), PORT the port (3000), SLACK_API_URL another Web API base URL.
+file (slack_bot.db), HOST and PORT where to listen (127.0.0.1:3000: put a reverse proxy or a
+tunnel with HTTPS in front), SLACK_API_URL another Web API base URL.
 """
 
 from __future__ import annotations
@@ -180,7 +181,8 @@ def main() -> None:
         api_url=os.environ.get("SLACK_API_URL"),
     )
     # Serves until Ctrl-C or SIGTERM, then runs the clean-up hooks.
-    web.run_app(app, port=int(os.environ.get("PORT", "3000")))
+    host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "3000"))
+    web.run_app(app, host=host, port=port)
 
 
 if __name__ == "__main__":

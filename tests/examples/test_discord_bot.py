@@ -22,10 +22,10 @@ from quickchat_async import AsyncQuickchat, MemoryStore
 from quickchat_async.emulator import Fault
 from quickchat_async.testing import Emulator
 
-from ._support import load_example, serving, until
+from ._support import framework, load_example, serving, until
 
 
-discord = pytest.importorskip("discord", reason="the examples dependency group is not installed")
+discord = framework("discord")
 from aiohttp import web  # noqa: E402
 
 

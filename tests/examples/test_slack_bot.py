@@ -14,12 +14,20 @@ import pytest
 from quickchat_async import AsyncQuickchat, MemoryStore
 from quickchat_async.testing import Emulator
 
-from ._support import load_example, serving, until
+from ._support import (
+    framework,
+    free_port,
+    load_example,
+    running,
+    serving,
+    until,
+    wait_listening,
+)
 
 
-pytest.importorskip("slack_bolt", reason="the examples dependency group is not installed")
-from aiohttp import web
-from slack_sdk.signature import SignatureVerifier
+framework("slack_bolt")
+from aiohttp import web  # noqa: E402 -- once the framework is known to be there
+from slack_sdk.signature import SignatureVerifier  # noqa: E402 -- once the framework is known to be there
 
 
 SIGNING_SECRET = "test-signing-secret"
@@ -246,3 +254,29 @@ class TestSlackBot:
         async with serving(app):
             assert not clients[0].is_closed
         assert clients[0].is_closed
+
+
+class TestSlackBotCommand:
+    @pytest.mark.network
+    @pytest.mark.slow
+    @pytest.mark.anyio
+    async def test_runs_with_the_command_of_the_readme(self, tmp_path):
+        """`python examples/slack_bot.py` answers a mention from the emulator, stops on Ctrl-C."""
+        fake = FakeSlack()
+        port = free_port()
+        async with serving(fake.app) as api_url:
+            env = {
+                "SLACK_BOT_TOKEN": "xoxb-test",
+                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                "SLACK_API_URL": f"{api_url}/api/",
+                "PORT": str(port),
+                "BOT_DB": str(tmp_path / "slack.db"),
+            }
+            async with running("slack_bot.py", env) as stderr:
+                await wait_listening(port)
+                workspace = Workspace(f"http://127.0.0.1:{port}")
+                await workspace.send(workspace.event(f"<@{BOT_USER}> How do refunds work?"))
+                await until(fake.posts, within=20)
+        (post,) = fake.posts()
+        assert "Return policy: refunds" in post["text"]
+        assert any("talking to the bundled emulator" in line for line in stderr)

@@ -14,16 +14,16 @@ import pytest
 from quickchat_async import SQLiteStore
 from quickchat_async.testing import Emulator
 
-from ._support import load_example, serving, until
+from ._support import framework, load_example, running, serving, until
 
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 
-pytest.importorskip("aiogram", reason="the examples dependency group is not installed")
-from aiogram import Bot
-from aiohttp import web
+framework("aiogram")
+from aiogram import Bot  # noqa: E402 -- once the framework is known to be there
+from aiohttp import web  # noqa: E402 -- once the framework is known to be there
 
 
 TOKEN = "123456:TEST-telegram-token"
@@ -241,3 +241,24 @@ class TestTelegramBot:
             fake.user_writes(4, "Hello!")
             await until(lambda: len(fake.sent) == 1)
         assert fake.replies_to(4) == [load_example("botkit.py").BUSY]
+
+
+class TestTelegramBotCommand:
+    @pytest.mark.network
+    @pytest.mark.slow
+    @pytest.mark.anyio
+    async def test_runs_with_the_command_of_the_readme(self, telegram, tmp_path):
+        """`python examples/telegram_bot.py` answers from the emulator and stops on Ctrl-C."""
+        fake, base_url = telegram
+        env = {
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_API_SERVER": base_url,
+            "BOT_DB": str(tmp_path / "bot.db"),
+        }
+        async with running("telegram_bot.py", env) as stderr:
+            fake.user_writes(1, "How do refunds work?")
+            await until(lambda: fake.sent, within=20)
+        ((chat, reply),) = fake.sent
+        assert chat == 1
+        assert "Return policy: refunds" in reply
+        assert any("talking to the bundled emulator" in line for line in stderr)

@@ -113,7 +113,9 @@ class SeenEvents:
 
     def first_time(self, body: dict[str, Any]) -> bool:
         """Whether the event in `body` is new."""
-        event_id = str(body.get("event_id"))
+        event_id = body.get("event_id")
+        if event_id is None:
+            return True
         if event_id in self._ids:
             return False
         self._ids[event_id] = None
@@ -126,7 +128,8 @@ def is_plain_reply(event: dict[str, Any], bot_user_id: str | None) -> bool:
     """A person's message in a thread that does not mention the app (app_mention has those)."""
     return (
         "thread_ts" in event
-        and not event.get("subtype")  # edits, deletions, joins, bots...
+        and not event.get("subtype")  # edits, deletions, joins...
+        and "bot_id" not in event  # other apps, this one included
         and f"<@{bot_user_id}>" not in event.get("text", "")
     )
 

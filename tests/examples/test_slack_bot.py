@@ -178,7 +178,7 @@ class TestSlackBot:
     @pytest.mark.network
     @pytest.mark.anyio
     async def test_keeps_one_conversation_per_thread(self, slack):
-        """Replies in the app's thread continue its conversation; other threads are left alone."""
+        """People's replies in the app's thread continue its conversation; the rest is ignored."""
         fake, workspace, emulator, _ = slack
         first = workspace.event(f"<@{BOT_USER}> Hello!")
         await workspace.send(first)
@@ -188,6 +188,9 @@ class TestSlackBot:
             workspace.event("How do refunds work?", kind="message", thread_ts=thread)
         )
         await workspace.send(workspace.event("Not for the bot", kind="message", thread_ts="1.2"))
+        await workspace.send(
+            workspace.event("Another app", kind="message", thread_ts=thread, bot_id="B2")
+        )
         await workspace.send(workspace.event(f"<@{BOT_USER}> Hi", thread_ts="1.3"))
         await until(lambda: len(fake.posts()) == 3)
 

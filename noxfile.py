@@ -25,8 +25,8 @@ def install(session: nox.Session, *groups: str, package: bool = True) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite on asyncio and trio with branch coverage (>= 95%)."""
-    install(session, "tests")
+    """Run the test suite on asyncio and trio with branch coverage (>= 95%), the bots included."""
+    install(session, "tests", "examples")
     session.run("coverage", "erase")
     session.run("coverage", "run", "-m", "pytest", *session.posargs)
     session.run("coverage", "combine", success_codes=[0, 1])

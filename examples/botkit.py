@@ -178,17 +178,15 @@ class Chats:
             return await self._say(user_key, text)
         except QuickchatError as exc:
             return _failure(user_key, exc)
-        except TimeoutError:  # the deadline (the SDK's own timeouts are QuickchatErrors)
-            logger.warning("%s: no reply within the %s s deadline", user_key, self.deadline)
-            return Answer(MAYBE_LOST, Outcome.MAYBE_LOST)
 
     async def _say(self, user_key: str, text: str, *, again: bool = True) -> Answer:
         conv = await self.client.conversation_for(
             user_key, store=self.store, kb_topic=self._topics.get(user_key)
         )
         try:
-            with anyio.fail_after(self.deadline):  # the whole turn, retries included
-                reply = await conv.say(text)
+            # The whole turn, retries and waits included; past it, an APITimeoutError says
+            # whether the message may have arrived.
+            reply = await conv.say(text, deadline=self.deadline)
         except ConversationNotFoundError as exc:
             if not again:
                 raise

@@ -18,7 +18,7 @@ from ._support import framework, load_example, running, serving, until
 
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
 
 framework("aiogram")

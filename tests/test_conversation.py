@@ -111,9 +111,11 @@ class TestWhatIsSent:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(conv.say, "Hello!")
-            await anyio.sleep(0.05)
+            await anyio.wait_all_tasks_blocked()
             with pytest.raises(ValidationError):
                 conv.kb_topic = "billing"
+
+        assert conv.kb_topic is None
 
     async def test_metadata_merged_per_turn(self, client: AsyncQuickchat, chat: FakeChat):
         """client_metadata = conversation metadata, the turn's over it, plus kb_topic."""
@@ -285,8 +287,15 @@ class TestCancellation:
 
     async def test_a_cancelled_waiting_turn(self, make_client: MakeClient):
         """A turn cancelled while queued behind another is never sent; the queue goes on."""
-        fake = FakeChat(delay=0.2)
-        conv = make_client(fake).conversation()
+        fake = FakeChat()
+        release = anyio.Event()
+
+        async def first_waits(request: httpx2.Request) -> httpx2.Response:
+            if not fake.requests:
+                await release.wait()
+            return await fake(request)
+
+        conv = make_client(first_waits).conversation()
         scope = anyio.CancelScope()
 
         async def queued() -> None:
@@ -295,12 +304,14 @@ class TestCancellation:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(conv.say, "first")
-            await anyio.sleep(0.05)
+            await anyio.wait_all_tasks_blocked()
             tg.start_soon(queued)
-            await anyio.sleep(0.05)
+            await anyio.wait_all_tasks_blocked()
             tg.start_soon(conv.say, "last")
-            await anyio.sleep(0.05)
+            await anyio.wait_all_tasks_blocked()
             scope.cancel()
+            await anyio.wait_all_tasks_blocked()
+            release.set()
 
         assert [b["text"] for b in fake.bodies] == ["first", "last"]
         assert [t.text for t in conv.history] == ["first", "last"]

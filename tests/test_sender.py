@@ -106,6 +106,7 @@ class TestConstruction:
     @pytest.mark.parametrize(
         ("options", "match"),
         [
+            ({"token": None}, "No credential"),
             ({"scenario_id": None}, "QUICKCHAT_SCENARIO_ID"),
             ({"token": "abc\n"}, "line break"),
             ({"base_url": "http://example.com"}, "clear text"),
@@ -209,14 +210,16 @@ class TestLifecycle:
 
     async def test_closed_while_a_retry_waits(self, make_client: MakeClient, chat: FakeChat):
         """A client closed between attempts makes no further attempt."""
-        chat.script(error_response(429, headers={"Retry-After": "0.3"}))
+        chat.script(error_response(429, headers={"Retry-After": "0.5"}))
         client = make_client()
 
         with stamina.set_testing(False):
             async with anyio.create_task_group() as tg:
 
                 async def close_soon() -> None:
-                    await anyio.sleep(0.1)
+                    while not chat.requests:  # noqa: ASYNC110 -- until the first attempt failed
+                        await anyio.sleep(0.01)
+                    await anyio.wait_all_tasks_blocked()
                     await client.aclose()
 
                 tg.start_soon(close_soon)

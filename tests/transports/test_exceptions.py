@@ -113,6 +113,21 @@ def test_timeouts_are_timeout_errors(engine, timeout):
     assert isinstance(error, TimeoutError)
 
 
+@pytest.mark.parametrize(
+    ("engine", "error"),
+    [
+        (Httpx2Transport.engine, httpx2.ReadError("reset")),
+        (HttpxTransport.engine, httpx.ReadError("reset")),
+    ],
+)
+def test_nothing_sent_yet(engine, error):
+    """A read error before the request went out (the engine's trace says so) is safe."""
+    translated = engine.translate(error, url="u", may_be_sent=False)
+
+    assert not translated.outcome_unknown
+    assert "not sent" in translated.message
+
+
 def test_an_unlisted_aiohttp_error_is_maybe_sent():
     """An aiohttp error no row names is reported as 'failed talking to', as it may be sent."""
     error = _error(aiohttp.RedirectClientError("odd"), "u", may_be_sent=True)

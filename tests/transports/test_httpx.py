@@ -18,11 +18,14 @@ from quickchat_async import (
     APIConnectionError,
     APITimeoutError,
     AsyncQuickchat,
+    ChatRequest,
     HttpxTransport,
     InternalServerError,
     __version__,
 )
 from tests.conftest import API_KEY, CURRENT_URL, LEGACY_URL, SCENARIO_ID, TOKEN
+
+from .conftest import refused_port
 
 
 pytestmark = pytest.mark.anyio
@@ -141,6 +144,18 @@ class TestOnTheWire:
         assert not http.is_closed
         await http.aclose()
 
+    async def test_alone(self):
+        """HttpxTransport sends on its own, as the Transport protocol describes."""
+        transport = HttpxTransport()
+        request = ChatRequest(f"http://127.0.0.1:{refused_port()}/chat", {}, b"{}")
+
+        async with transport:
+            with pytest.raises(APIConnectionError, match="could not connect") as info:
+                await transport.send(request)
+
+        assert not info.value.outcome_unknown
+        assert transport.client.is_closed
+
     async def test_owned_client(self):
         """transport="httpx" makes an httpx client of the SDK's own, closed with the client."""
         client = AsyncQuickchat(token=TOKEN, scenario_id=SCENARIO_ID, transport="httpx")
@@ -238,12 +253,3 @@ class TestErrorMapping:
         assert type(error) is cls
         assert error.outcome_unknown is unknown
         assert f"{CURRENT_URL}/chat" in error.message
-
-    def test_nothing_sent_yet(self):
-        """A read error before the request went out (the engine's trace says so) is safe."""
-        error = HttpxTransport.engine.translate(
-            httpx.ReadError("reset"), url="u", may_be_sent=False
-        )
-
-        assert not error.outcome_unknown
-        assert "not sent" in error.message

@@ -652,9 +652,6 @@ class EndlessStream(httpx2.AsyncByteStream):
 
 class TestOversized:
     @pytest.mark.scenario(13)
-    # Such a stream cannot be closed: httpx's generators over it are left to the garbage
-    # collector, and trio says so. A warning on a broken mock beats a turn that never ends.
-    @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
     async def test_endless_stream_that_ignores_close(self, rule: Rule):
         """A body that keeps coming after the SDK closed it is read only a bounded amount more."""
         stream = EndlessStream()

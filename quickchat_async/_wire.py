@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import html
+import json
 import math
 import re
 import time
@@ -132,8 +133,8 @@ def encode_turn(
         fields.update(call.extra_body)
     try:
         encoded = orjson.dumps(fields)
-    except orjson.JSONEncodeError as exc:  # metadata changed since it was checked
-        raise ValidationError(f"The message cannot be sent as JSON: {exc}.") from None
+    except orjson.JSONEncodeError:
+        encoded = _encode_slowly(fields)
     return ChatRequest(
         config.url,
         call.headers,
@@ -142,6 +143,25 @@ def encode_turn(
         config.max_response_bytes,
         text=text,
     )
+
+
+#: The encoder for what orjson refuses although it is JSON: integers beyond 64 bits, and
+#: nesting deeper than 254 levels (the validation's own check allows both).
+_JSON_BODY: Final = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, check_circular=True, separators=(",", ":")
+)
+
+
+def _encode_slowly(fields: dict[str, JSONValue]) -> bytes:
+    """Encode a body orjson refused: JSON it cannot write, or metadata changed since checked.
+
+    Raises:
+        ValidationError: client_metadata is no longer JSON.
+    """
+    try:
+        return _JSON_BODY.encode(fields).encode()
+    except (TypeError, ValueError, RecursionError) as exc:  # changed since it was checked
+        raise ValidationError(f"The message cannot be sent as JSON: {exc}.") from None
 
 
 # --- the reply --------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ def build(**options: object) -> ClientConfig:
         "timeout": NOT_GIVEN,
         "max_retries": 2,
         "retry_ambiguous": False,
+        "deadline": None,
         "default_headers": None,
         "max_connections": 100,
         "max_response_bytes": DEFAULT_MAX_RESPONSE_BYTES,
@@ -223,11 +224,11 @@ class TestSettings:
         with pytest.raises(ValidationError, match=name):
             build(token=TOKEN, **{name: value})
 
-    def test_with_settings_keeps_the_endpoint_and_credential(self):
+    def test_with_options_keeps_the_endpoint_and_credential(self):
         """A copy with other per-request settings talks to the same place, the same way."""
         config = build(token=TOKEN)
 
-        other = config.with_settings(timeout=Timeout(total=1), max_retries=0, retry_ambiguous=True)
+        other = config.with_options(timeout=Timeout(total=1), max_retries=0, retry_ambiguous=True)
 
         assert (other.timeout, other.max_retries, other.retry_ambiguous) == (
             Timeout(total=1),

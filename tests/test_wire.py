@@ -6,6 +6,7 @@ import email.utils
 import json
 import math
 import time
+from typing import Any
 
 import hypothesis
 import pytest
@@ -69,6 +70,7 @@ def config(
         "timeout": NOT_GIVEN,
         "max_retries": 2,
         "retry_ambiguous": False,
+        "deadline": None,
         "default_headers": None,
         "max_connections": 100,
         "max_response_bytes": 1024 * 1024,
@@ -80,6 +82,11 @@ def config(
         scenario_id=scenario_id,
         **arguments,  # type: ignore[arg-type]
     )
+
+
+def encode(config: ClientConfig, **fields: Any) -> ChatRequest:
+    """`encode_turn` with the client's own settings (no per-call options)."""
+    return encode_turn(config, config.default_call, **fields)
 
 
 def response(
@@ -108,7 +115,7 @@ def reply_body(**fields: object) -> bytes:
 class TestEncodeTurn:
     def test_first_message_of_the_current_flavor(self):
         """A first message carries only scenario_id and text; the token goes in a header."""
-        request = encode_turn(config(), text="Hello!")
+        request = encode(config(), text="Hello!")
 
         assert request.url == URL
         assert request.headers["Authorization"] == f"Bearer {TOKEN}"
@@ -117,7 +124,7 @@ class TestEncodeTurn:
 
     def test_every_field_in_the_documented_order(self):
         """conv_id, text, message_context and client_metadata follow scenario_id, in order."""
-        request = encode_turn(
+        request = encode(
             config(),
             text="Hello!",
             conv_id="conv-uuid-1234",
@@ -142,7 +149,7 @@ class TestEncodeTurn:
 
     def test_legacy_flavor_puts_the_api_key_first(self):
         """The legacy flavor sends api_key first in the body and no Authorization header."""
-        request = encode_turn(
+        request = encode(
             config(legacy=True, base_url="https://chat.quickchat.ai"),
             text="Hello!",
             conv_id="abcd1234",
@@ -164,11 +171,11 @@ class TestEncodeTurn:
 
     def test_no_metadata_no_key(self):
         """Empty client_metadata is left out rather than sent as {}."""
-        assert b"client_metadata" not in encode_turn(config(), text="hi", client_metadata={}).body
+        assert b"client_metadata" not in encode(config(), text="hi", client_metadata={}).body
 
     def test_unicode_and_escaping(self):
         """Quotes, newlines and non-ASCII text survive the encoding, api_key included."""
-        request = encode_turn(config(legacy=True), text='Zażółć "gęślą" jaźń\n🙂')
+        request = encode(config(legacy=True), text='Zażółć "gęślą" jaźń\n🙂')
 
         assert json.loads(request.body)["text"] == 'Zażółć "gęślą" jaźń\n🙂'
         assert json.loads(request.body)["api_key"] == API_KEY
@@ -197,6 +204,7 @@ class TestEncodeTurn:
             timeout=NOT_GIVEN,
             max_retries=0,
             retry_ambiguous=False,
+            deadline=None,
             default_headers=None,
             max_connections=1,
             max_response_bytes=1024,
@@ -208,7 +216,7 @@ class TestEncodeTurn:
         if metadata:
             fields["client_metadata"] = metadata
 
-        request = encode_turn(
+        request = encode(
             made, text=text, conv_id=conv_id, client_metadata=metadata, message_context=context
         )
 
@@ -228,7 +236,7 @@ class TestEncodeTurn:
         """
         check_metadata({"n": value})
 
-        request = encode_turn(config(), text="hi", client_metadata={"n": value})
+        request = encode(config(), text="hi", client_metadata={"n": value})
 
         assert json.loads(request.body)["client_metadata"] == {"n": value}
         assert request.body.startswith(b'{"scenario_id":"scn-42","text":"hi",')
@@ -237,20 +245,20 @@ class TestEncodeTurn:
         """The request carries the client's timeout and body limit."""
         made = config(timeout=Timeout(total=7, connect=1), max_response_bytes=4096)
 
-        request = encode_turn(made, text="hi")
+        request = encode(made, text="hi")
 
         assert (request.timeout, request.max_response_bytes) == (Timeout(total=7, connect=1), 4096)
 
     def test_metadata_no_longer_json(self):
         """Metadata that stopped being JSON since it was checked is refused, with no credential."""
         with pytest.raises(ValidationError, match="cannot be sent as JSON") as info:
-            encode_turn(config(legacy=True), text="hi", client_metadata={"x": object()})  # type: ignore[dict-item]
+            encode(config(legacy=True), text="hi", client_metadata={"x": object()})  # type: ignore[dict-item]
 
         assert API_KEY not in str(info.value)
 
     def test_repr_shows_only_the_url(self):
         """A prepared request carries the credential, and its repr does not."""
-        request = encode_turn(config(), text="hi")
+        request = encode(config(), text="hi")
 
         assert repr(request) == f"<ChatRequest POST {URL}>"
         assert ChatRequest("http://127.0.0.1:9/chat", {}, b"{}").timeout == Timeout()

@@ -68,7 +68,9 @@ class TestWhatTheSDKHandsOut:
             emulator.faults.script([Fault("drop_after")])
             with pytest.raises(QuickchatError):
                 await conv.say("Are you there?")
-            request = encode_turn(client.config, text="Hi", conv_id=conv.conv_id)
+            request = encode_turn(
+                client.config, client.config.default_call, text="Hi", conv_id=conv.conv_id
+            )
             views = [
                 client,
                 client.config,

@@ -188,8 +188,11 @@ class RedisRateLimiter:
             ) from exc
 
     async def aclose(self) -> None:
-        """Close the Redis client, if the limiter created it. Safe to call twice."""
-        if self._owns_client:
+        """Close the Redis client, if the limiter created it. Safe to call twice.
+
+        Off asyncio there is nothing to close: the client never connected there.
+        """
+        if self._owns_client and sniffio.current_async_library() == "asyncio":
             await self._client.aclose()
 
     async def __aenter__(self) -> Self:

@@ -200,10 +200,9 @@ class _Trace:
 
     def __enter__(self) -> Self:
         setup = self._setup
-        attributes: dict[str, AttributeValue] = dict(self._base)
+        attributes = self._base
         if self._conv_id is not None:
-            attributes["gen_ai.conversation.id"] = self._conv_id
-        current = trace.get_current_span()
+            attributes = {**attributes, "gen_ai.conversation.id": self._conv_id}
         span = self._span = setup.tracer.start_span(
             setup.span_name,
             kind=SpanKind.CLIENT,
@@ -211,7 +210,9 @@ class _Trace:
             record_exception=False,
             set_status_on_exception=False,
         )
-        if span is not current:  # a no-op tracer hands back the current span: nothing to attach
+        # A no-op tracer (no SDK configured) hands back the current span, with no trace at all
+        # the invalid one: nothing to make current then.
+        if span is not trace.INVALID_SPAN:
             self._token = otel_context.attach(trace.set_span_in_context(span))
         if setup.record_content and self._request.text is not None and span.is_recording():
             span.set_attribute("gen_ai.input.messages", _messages("user", self._request.text))

@@ -114,13 +114,15 @@ class _LogTrace:
     Never a header or a body: the credential cannot reach a record.
     """
 
-    __slots__ = ("_request",)
+    __slots__ = ("_conv_id", "_request")
 
-    def __init__(self, request: ChatRequest) -> None:
+    def __init__(self, request: ChatRequest, conv_id: str | None) -> None:
         self._request = request
+        self._conv_id = conv_id
 
     def __enter__(self) -> Self:
-        logger.debug("Turn to %s: %r", self._request.url, self._request.text)
+        where = "a new conversation" if self._conv_id is None else f"conv_id {self._conv_id}"
+        logger.debug("Turn to %s, %s: %r", self._request.url, where, self._request.text)
         return self
 
     def __exit__(
@@ -210,8 +212,8 @@ class _LoggedTelemetry:
 
     def turn(self, config: ClientConfig, request: ChatRequest, conv_id: str | None) -> TurnTrace:
         if self._telemetry is NO_TELEMETRY:
-            return _LogTrace(request)
-        return _Both(self._telemetry.turn(config, request, conv_id), _LogTrace(request))
+            return _LogTrace(request, conv_id)
+        return _Both(self._telemetry.turn(config, request, conv_id), _LogTrace(request, conv_id))
 
 
 @functools.cache

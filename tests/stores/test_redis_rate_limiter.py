@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -178,3 +179,24 @@ class TestArguments:
         limiter = RedisRateLimiter("redis://127.0.0.1:1/0", per_second=1)
         client = AsyncQuickchat(token=TOKEN, scenario_id=SCENARIO_ID, rate_limiter=limiter)
         assert client.rate_limiter is limiter
+
+
+class TestTheLoadCommand:
+    @pytest.mark.network
+    def test_it_counts_its_rate_in_redis(self, redis_url: str):
+        """`load --redis-url` paces its requests by a count kept in Redis, under --rate-key."""
+        import redis  # noqa: PLC0415 -- the [redis] extra
+        from typer.testing import CliRunner  # noqa: PLC0415 -- the [cli] extra
+
+        from quickchat_async import cli  # noqa: PLC0415
+
+        key = f"{redis_prefix()}load"
+        arguments = ["load", "-n", "6", "-m", "1", "--rate", "3", "--redis-url", redis_url]
+        result = CliRunner().invoke(cli.app, [*arguments, "--rate-key", key, "--json"])
+
+        assert result.exit_code == 0, result.output
+        run = json.loads(result.stdout[result.stdout.index("{") :])
+        assert run["turns_ok"] == 6
+        assert run["elapsed_s"] >= 0.9  # three at once, then three a second later
+        with redis.Redis.from_url(redis_url) as direct:
+            assert direct.keys(f"*{key}*")

@@ -22,8 +22,9 @@ import stamina
 from ._config import DEFAULT_MAX_RESPONSE_BYTES, Call, CallOptions, ClientConfig, Timeout
 from ._exceptions import APITimeoutError, ClientClosedError, QuickchatError
 from ._models import HTTPResponse, Reply
+from ._observe import resolve_telemetry
 from ._ratelimit import Limiter, check_limiter
-from ._telemetry import Telemetry, TurnTrace, resolve_telemetry
+from ._telemetry import Telemetry, TurnTrace
 from ._transports import BaseTransport, Transport, resolve_transport
 from ._types import NOT_GIVEN, Flavor, JSONValue, NotGiven, Secret
 from ._validation import check_context, check_conv_id, check_metadata, check_text

@@ -83,6 +83,33 @@ def _messages(role: str, text: str, *, finish_reason: str | None = None) -> str:
     return json.dumps([message], ensure_ascii=False)
 
 
+def _tracer(provider: TracerProvider | None) -> Tracer:
+    return trace.get_tracer(_SCOPE, __version__, provider)
+
+
+def _histogram(provider: MeterProvider | None) -> Histogram:
+    meter = metrics.get_meter(_SCOPE, __version__, provider)
+    return meter.create_histogram(
+        "gen_ai.client.operation.duration",
+        unit="s",
+        description="GenAI operation duration.",
+        explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+    )
+
+
+# Every client on the global providers shares one tracer and one histogram: until an SDK is
+# set, the API keeps each meter and instrument asked of it (to bind them later), so one per
+# client would grow with every client made.
+@functools.cache
+def _global_tracer() -> Tracer:
+    return _tracer(None)
+
+
+@functools.cache
+def _global_histogram() -> Histogram:
+    return _histogram(None)
+
+
 class _Setup:
     """What every turn of one `OpenTelemetry` reports with."""
 
@@ -126,17 +153,11 @@ class OpenTelemetry:
         record_content: bool | None = None,
         agent_name: str | None = None,
     ) -> None:
-        meter = metrics.get_meter(_SCOPE, __version__, meter_provider)
-        histogram = meter.create_histogram(
-            "gen_ai.client.operation.duration",
-            unit="s",
-            description="GenAI operation duration.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
+        histogram = _global_histogram() if meter_provider is None else _histogram(meter_provider)
         self.record_content = _content_from_env() if record_content is None else record_content
         self.agent_name = agent_name
         self._setup = _Setup(
-            trace.get_tracer(_SCOPE, __version__, tracer_provider),
+            _global_tracer() if tracer_provider is None else _tracer(tracer_provider),
             histogram,
             f"{_OPERATION} {agent_name}" if agent_name else _OPERATION,
             record_content=self.record_content,

@@ -12,7 +12,13 @@ AI Agent, or recording message content::
 Importing this module needs `opentelemetry-api` (``pip install 'quickchat-async[otel]'``).
 """
 
-from ._otel import CONTENT_ENV, DURATION_BUCKETS, OpenTelemetry
+try:
+    from ._otel import CONTENT_ENV, DURATION_BUCKETS, OpenTelemetry
+except ModuleNotFoundError as exc:  # pragma: no cover -- the tests have the API
+    if exc.name is None or not exc.name.startswith("opentelemetry"):
+        raise
+    msg = "quickchat_async.otel needs opentelemetry-api: pip install 'quickchat-async[otel]'."
+    raise ImportError(msg) from exc
 
 
 __all__ = ["CONTENT_ENV", "DURATION_BUCKETS", "OpenTelemetry"]

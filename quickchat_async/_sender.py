@@ -20,10 +20,11 @@ import attrs
 import stamina
 
 from ._config import DEFAULT_MAX_RESPONSE_BYTES, Call, CallOptions, ClientConfig, Timeout
-from ._exceptions import APITimeoutError, ClientClosedError, QuickchatError, ValidationError
+from ._exceptions import APITimeoutError, ClientClosedError, QuickchatError
 from ._models import HTTPResponse, Reply
-from ._ratelimit import RateLimiter
-from ._telemetry import NO_TELEMETRY, Telemetry, TurnTrace
+from ._observe import resolve_telemetry
+from ._ratelimit import Limiter, check_limiter
+from ._telemetry import Telemetry, TurnTrace
 from ._transports import BaseTransport, Transport, resolve_transport
 from ._types import NOT_GIVEN, Flavor, JSONValue, NotGiven, Secret
 from ._validation import check_context, check_conv_id, check_metadata, check_text
@@ -97,7 +98,8 @@ class AsyncSender(anyio.abc.AsyncResource):
         transport: Transport | Literal["httpx2", "httpx", "aiohttp"] | None = None,
         max_connections: int = 100,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        rate_limiter: RateLimiter | None = None,
+        rate_limiter: Limiter | None = None,
+        telemetry: Telemetry | NotGiven | None = NOT_GIVEN,
     ) -> None:
         # The credentials are wrapped before anything can fail: a traceback formatted with
         # locals (rich, pytest, Sentry) shows `<redacted>`, never the token or api_key.
@@ -123,8 +125,8 @@ class AsyncSender(anyio.abc.AsyncResource):
         self._config = config
         self._pool = _Pool(chosen, config.max_connections)
         self._owns_pool = True
-        self._rate_limiter = _check_limiter(rate_limiter)
-        self._telemetry: Telemetry = NO_TELEMETRY
+        self._rate_limiter = check_limiter(rate_limiter)
+        self._telemetry: Telemetry = resolve_telemetry(telemetry)
         self._state = _State.UNOPENED
 
     def with_options(
@@ -135,7 +137,7 @@ class AsyncSender(anyio.abc.AsyncResource):
         retry_ambiguous: bool | NotGiven = NOT_GIVEN,
         deadline: float | NotGiven | None = NOT_GIVEN,
         default_headers: Mapping[str, str] | NotGiven = NOT_GIVEN,
-        rate_limiter: RateLimiter | NotGiven | None = NOT_GIVEN,
+        rate_limiter: Limiter | NotGiven | None = NOT_GIVEN,
     ) -> Self:
         """A client with other settings that shares this one's connections.
 
@@ -158,7 +160,7 @@ class AsyncSender(anyio.abc.AsyncResource):
         derived._rate_limiter = (
             self._rate_limiter
             if isinstance(rate_limiter, NotGiven)
-            else _check_limiter(rate_limiter)
+            else check_limiter(rate_limiter)
         )
         derived._telemetry = self._telemetry
         derived._state = _State.UNOPENED
@@ -197,7 +199,7 @@ class AsyncSender(anyio.abc.AsyncResource):
         return self._config.max_retries
 
     @property
-    def rate_limiter(self) -> RateLimiter | None:
+    def rate_limiter(self) -> Limiter | None:
         """The limiter every attempt waits on, if any."""
         return self._rate_limiter
 
@@ -461,11 +463,3 @@ class _Turn:
         if self.deadline_at is None or delay is False or delay is True:
             return delay
         return delay if anyio.current_time() + delay < self.deadline_at else False
-
-
-def _check_limiter(rate_limiter: object) -> RateLimiter | None:
-    if rate_limiter is not None and not isinstance(rate_limiter, RateLimiter):
-        raise ValidationError(
-            f"rate_limiter must be a RateLimiter or None, not {type(rate_limiter).__name__}."
-        )
-    return rate_limiter

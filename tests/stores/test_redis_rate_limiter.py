@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,10 +17,10 @@ from quickchat_async import (
     StoreError,
     ValidationError,
 )
-from quickchat_async.emulator import ServerHandle, serve
 from quickchat_async.testing import Emulator
+from tests.conftest import SCENARIO_ID, TOKEN
 
-from .conftest import SCENARIO_ID, TOKEN, free_port, new_service, redis_prefix
+from .conftest import free_port, redis_prefix
 
 
 WORKER = Path(__file__).with_name("rate_worker.py")
@@ -30,12 +29,6 @@ ROOT = Path(__file__).parents[2]
 WORKER_TIMEOUT = 60.0
 
 asyncio_only = pytest.mark.parametrize("anyio_backend", ["asyncio"])
-
-
-@pytest.fixture(name="served")
-def _served() -> Iterator[ServerHandle]:
-    with serve(new_service()) as server:
-        yield server
 
 
 def busiest_window(times: list[float], width: float) -> int:
@@ -49,7 +42,7 @@ def busiest_window(times: list[float], width: float) -> int:
 class TestAcrossProcesses:
     @pytest.mark.network
     @pytest.mark.slow
-    def test_workers_together_stay_under_the_rate(self, redis_url: str, served: ServerHandle):
+    def test_workers_together_stay_under_the_rate(self, redis_url: str, served: Emulator):
         """Two worker processes sending at once: together, at most `per_second` a second."""
         per_second, count = 5, 6
         key = f"{redis_prefix()}rate"

@@ -10,7 +10,6 @@ every transport and the tests all use these same functions.
 from __future__ import annotations
 
 import email.utils
-import html
 import json
 import math
 import re
@@ -38,6 +37,7 @@ from ._exceptions import (
     UnexpectedResponseError,
     ValidationError,
 )
+from ._html import page_text
 from ._models import HTTPResponse, Reply
 from ._types import JSONValue
 
@@ -65,6 +65,9 @@ __all__ = [
 
 #: How much of a server's error text an exception message quotes.
 MAX_QUOTED_CHARS: Final = 300
+#: How much of an HTML error page is read for its text when it has no `<title>`: the text a
+#: message quotes is near the top, and the scan's cost (linear) stays a few milliseconds.
+_MAX_SCANNED_CHARS: Final = 16 * 1024
 #: The longest `Retry-After` the SDK sleeps through; longer, it raises at once.
 MAX_RETRY_AFTER: Final = 60.0
 #: Exponential backoff between retries: 0.5 s, then 1 s, ... up to 8 s, plus up to 1 s of jitter.
@@ -239,10 +242,7 @@ def _parse_reply(content: bytes, conv_id: str | None, attempts: int, elapsed: fl
 
 # --- from server text to a message a user can act on ---------------------------------------
 
-_TAG = re.compile(r"<[^>]*>")
 _SPACE = re.compile(r"\s+")
-_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
-_HTML_NOISE = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _CONV_NOT_FOUND = re.compile(
     r"conv_id\s+\S*\s*(is not valid|does not exist|n.existe pas)", re.IGNORECASE
 )
@@ -253,12 +253,11 @@ def quote_server_text(text: str, *, secrets: Sequence[str] = ()) -> str:
     """Reduce a server's error body to one short line that is safe to show.
 
     HTML pages (from proxies) are reduced to their title or text, whitespace is collapsed, any
-    known credential is masked, and the result is cut to `MAX_QUOTED_CHARS`.
+    known credential is masked, and the result is cut to `MAX_QUOTED_CHARS`. The time taken is
+    linear in the size of the text, whatever it holds (see `_html`).
     """
     if "<" in text and ">" in text:
-        title = _HTML_TITLE.search(text)
-        text = title.group(1) if title else _TAG.sub(" ", _HTML_NOISE.sub(" ", text))
-        text = html.unescape(text)
+        text = page_text(text, limit=4 * MAX_QUOTED_CHARS, scan=_MAX_SCANNED_CHARS)
     text = _SPACE.sub(" ", text).strip()
     for secret in secrets:
         if secret:

@@ -40,6 +40,7 @@ from ._exceptions import (
 from ._html import page_text
 from ._models import HTTPResponse, Reply
 from ._types import JSONValue
+from ._validation import MAX_JSON_DEPTH, nested_deeper_than
 
 
 __all__ = [
@@ -210,15 +211,23 @@ def decode_reply(
     return reply
 
 
-def _parse_reply(content: bytes, conv_id: str | None, attempts: int, elapsed: float) -> Reply | str:
+def _parse_reply(  # noqa: PLR0911 -- one return per way a body can fail
+    content: bytes, conv_id: str | None, attempts: int, elapsed: float
+) -> Reply | str:
     """The reply in a 2xx body, or why there is none."""
     try:
         data: object = orjson.loads(content)
-    except orjson.JSONDecodeError:  # not JSON, not UTF-8, or nested too deeply
-        return "its body is not JSON"
+    except orjson.JSONDecodeError:  # not JSON, not UTF-8, too deep, or a lone surrogate
+        data = _decode_leniently(content)
+        if data is None:
+            return "its body is not JSON"
     if not isinstance(data, dict):
         return "its body is not a JSON object"
     data = cast("dict[str, JSONValue]", data)
+    if any(type(value) is dict or type(value) is list for value in data.values()) and (
+        nested_deeper_than(data, MAX_JSON_DEPTH)
+    ):
+        return f"its body is nested more than {MAX_JSON_DEPTH} levels deep"
     reply = data.get("reply")
     if not isinstance(reply, str):
         return "its body has no 'reply' text"
@@ -227,6 +236,8 @@ def _parse_reply(content: bytes, conv_id: str | None, attempts: int, elapsed: fl
         got_conv_id = conv_id
     if not isinstance(got_conv_id, str) or not got_conv_id:
         return "its body has no conv_id for the new conversation"
+    if conv_id is not None and got_conv_id != conv_id:
+        return "its conv_id is not the one of the conversation it continues"
     ord_number = data.get("ord_number")
     src = data.get("src")
     return Reply(
@@ -238,6 +249,66 @@ def _parse_reply(content: bytes, conv_id: str | None, attempts: int, elapsed: fl
         attempts=attempts,
         elapsed=elapsed,
     )
+
+
+def _decode_leniently(content: bytes) -> object | None:
+    r"""Decode a body orjson refused but that is JSON all the same; None if it is not.
+
+    orjson refuses integers beyond 64 bits and a string escape of half a UTF-16 pair (`\ud83d`,
+    an emoji cut in two, as a server that slices text may send). Those halves are replaced by
+    U+FFFD, so that the reply can be shown, sent back and stored; a conv_id that held one is
+    refused by the caller (it would no longer name the conversation). Numbers that are not
+    finite (`NaN`, `1e999`) are not JSON a store could write: refused.
+    """
+    try:
+        data = json.loads(content.decode(), parse_constant=_not_a_number, parse_float=_finite_float)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    if nested_deeper_than(data, MAX_JSON_DEPTH):
+        return data  # the caller refuses it, saying so
+    conv_id = data.get("conv_id") if isinstance(data, dict) else None
+    if isinstance(conv_id, str) and _has_lone_surrogate(conv_id):
+        return None
+    return _without_lone_surrogates(data)
+
+
+def _not_a_number(name: str) -> float:
+    raise ValueError(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _without_lone_surrogates(value: object) -> object:
+    """`value` with every half of a UTF-16 pair, in keys and strings, replaced by U+FFFD.
+
+    Called only on what `json.loads` built, at most `MAX_JSON_DEPTH` levels deep.
+    """
+    if isinstance(value, str):
+        if not _has_lone_surrogate(value):
+            return value
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item) for item in cast("list[object]", value)]
+    if isinstance(value, dict):
+        items = cast("dict[str, object]", value).items()
+        return {
+            cast("str", _without_lone_surrogates(key)): _without_lone_surrogates(item)
+            for key, item in items
+        }
+    return value
 
 
 # --- from server text to a message a user can act on ---------------------------------------

@@ -167,6 +167,9 @@ class Conversation:
         turn_metadata = check_metadata(metadata) if metadata is not None else None
         client = self._client
         call = client.config.call(options)
+        # A turn retried after a failure with an unknown outcome may be recorded twice, and
+        # settling pending turns by the numbers must then not trust them.
+        retries_ambiguous = client.config.retry_ambiguous
         lock = self._lock
         if lock is None:
             lock = self._lock = anyio.Semaphore(1, fast_acquire=True)
@@ -188,14 +191,14 @@ class Conversation:
                 )
                 reply = await client.send(request, conv_id=turn.conv_id, call=call)
             except QuickchatError as exc:
-                session.fail(turn, exc)
+                session.fail(turn, exc, may_repeat=call.max_retries > 0 and retries_ambiguous)
                 raise
             except BaseException:
                 session.abandon(turn)
                 raise
             # No await from here on: the turn is committed whole, or (on error or
             # cancellation above) not at all.
-            session.confirm(turn, reply)
+            session.confirm(turn, reply, may_repeat=reply.attempts > 1 and retries_ambiguous)
             return reply
         finally:
             lock.release()

@@ -219,6 +219,8 @@ class ClientConfig:
             {
                 "Content-Type": "application/json",
                 "Accept": "application/json, text/plain",
+                # Only what the transports inflate within max_response_bytes (no br, zstd).
+                "Accept-Encoding": "gzip, deflate",
                 "User-Agent": SDK_USER_AGENT,
             },
             check_headers(default_headers),

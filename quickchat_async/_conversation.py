@@ -129,7 +129,9 @@ class Conversation:
         return self._session.max_history
 
     def __repr__(self) -> str:
-        session = self._session
+        session = getattr(self, "_session", None)
+        if session is None:  # shown in the traceback of a failed __init__
+            return "<Conversation (not configured)>"
         topic = f" kb_topic={session.kb_topic!r}" if session.kb_topic is not None else ""
         return f"<Conversation conv_id={session.conv_id!r}{topic} turns={len(session.history)}>"
 

@@ -12,7 +12,7 @@ import json
 import math
 import unicodedata
 from collections.abc import Mapping
-from typing import Final, Literal, overload
+from typing import Final, Literal, cast, overload
 
 import httpx2
 
@@ -206,25 +206,33 @@ def check_extra_body(extra_body: object) -> dict[str, JSONValue]:
     return body
 
 
-def check_no_secret(
-    values: Mapping[str, JSONValue], secrets: tuple[str, ...], *, name: str
-) -> None:
+def check_no_secret(values: Mapping[str, JSONValue], secrets: Secret, *, name: str) -> None:
     """Refuse extra headers or body fields that would carry the credential.
 
     The message names the option and the key, never the value; the frame that raises holds
     no credential in a local (a traceback formatted with locals shows them).
     """
-    key = next((key for key, value in values.items() if _carries(key, value, secrets)), None)
-    if key is not None:
+    found = next(
+        (
+            repr(key) if not _carries(key, None, secrets) else "(its name)"
+            for key, value in values.items()
+            if _carries(key, value, secrets)
+        ),
+        None,
+    )
+    if found is not None:
         raise ValidationError(
-            f"{name} entry {key!r} carries the client's credential; the SDK sends it only "
+            f"{name} entry {found} carries the client's credential; the SDK sends it only "
             "where the flavor puts it (the Authorization header, or the legacy api_key)."
         )
 
 
-def _carries(key: str, value: JSONValue, secrets: tuple[str, ...]) -> bool:
+def _carries(key: str, value: JSONValue, secrets: Secret) -> bool:
     encoded = _JSON_CHECK.encode(value)
-    return any(secret and (secret in encoded or secret in key) for secret in secrets)
+    return any(
+        secret and (secret in encoded or secret in key)
+        for secret in cast("tuple[str, ...]", secrets.reveal())
+    )
 
 
 def check_metadata_size(metadata: Mapping[str, object], *, name: str = "client_metadata") -> None:

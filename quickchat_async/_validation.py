@@ -93,19 +93,18 @@ def nested_deeper_than(value: object, limit: int) -> bool:
     seen: set[int] = set()
     while stack:
         item, depth = stack.pop()
+        children: list[object]
         if isinstance(item, Mapping):
-            children: object = item.values()  # pyright: ignore[reportUnknownMemberType]
+            children = list(cast("Mapping[object, object]", item).values())
         elif isinstance(item, (list, tuple)):
-            children = item
+            children = list(cast("list[object]", item))
         else:
             continue
         if depth > limit or id(item) in seen:
             return True
         seen.add(id(item))
         stack.extend(
-            (child, depth + 1)
-            for child in children  # type: ignore[attr-defined] # pyright: ignore[reportUnknownVariableType, reportAttributeAccessIssue]
-            if isinstance(child, (Mapping, list, tuple))
+            (child, depth + 1) for child in children if isinstance(child, (Mapping, list, tuple))
         )
     return False
 

@@ -261,15 +261,17 @@ def _decode_leniently(content: bytes) -> object | None:
     finite (`NaN`, `1e999`) are not JSON a store could write: refused.
     """
     try:
-        data = json.loads(content.decode(), parse_constant=_not_a_number, parse_float=_finite_float)
+        data: object = json.loads(
+            content.decode(), parse_constant=_not_a_number, parse_float=_finite_float
+        )
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     if nested_deeper_than(data, MAX_JSON_DEPTH):
         return data  # the caller refuses it, saying so
-    conv_id = data.get("conv_id") if isinstance(data, dict) else None
+    conv_id = cast("dict[str, object]", data).get("conv_id") if isinstance(data, dict) else None
     if isinstance(conv_id, str) and _has_lone_surrogate(conv_id):
         return None
-    return _without_lone_surrogates(data)
+    return _without_lone_surrogates(cast("object", data))
 
 
 def _not_a_number(name: str) -> float:

@@ -129,7 +129,9 @@ class Conversation:
         return self._session.max_history
 
     def __repr__(self) -> str:
-        session = self._session
+        session = getattr(self, "_session", None)
+        if session is None:  # shown in the traceback of a failed __init__
+            return "<Conversation (not configured)>"
         topic = f" kb_topic={session.kb_topic!r}" if session.kb_topic is not None else ""
         return f"<Conversation conv_id={session.conv_id!r}{topic} turns={len(session.history)}>"
 
@@ -167,6 +169,9 @@ class Conversation:
         turn_metadata = check_metadata(metadata) if metadata is not None else None
         client = self._client
         call = client.config.call(options)
+        # A turn retried after a failure with an unknown outcome may be recorded twice, and
+        # settling pending turns by the numbers must then not trust them.
+        retries_ambiguous = client.config.retry_ambiguous
         lock = self._lock
         if lock is None:
             lock = self._lock = anyio.Semaphore(1, fast_acquire=True)
@@ -188,14 +193,14 @@ class Conversation:
                 )
                 reply = await client.send(request, conv_id=turn.conv_id, call=call)
             except QuickchatError as exc:
-                session.fail(turn, exc)
+                session.fail(turn, exc, may_repeat=call.max_retries > 0 and retries_ambiguous)
                 raise
             except BaseException:
                 session.abandon(turn)
                 raise
             # No await from here on: the turn is committed whole, or (on error or
             # cancellation above) not at all.
-            session.confirm(turn, reply)
+            session.confirm(turn, reply, may_repeat=reply.attempts > 1 and retries_ambiguous)
             return reply
         finally:
             lock.release()

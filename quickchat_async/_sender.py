@@ -354,9 +354,7 @@ class AsyncSender(anyio.abc.AsyncResource):
     ) -> Reply:
         """One attempt: wait for the rate and a connection slot, send, decode."""
         if self.is_closed:  # also between attempts: closed while a retry waited
-            raise ClientClosedError(
-                f"This {type(self).__name__} client is closed; create a new one to keep talking."
-            )
+            raise self._closed_error()
         trace.attempt(num)
         if self._rate_limiter is not None:
             await self._rate_limiter.acquire()
@@ -379,6 +377,11 @@ class AsyncSender(anyio.abc.AsyncResource):
                 ) from exc
             raise
 
+    def _closed_error(self) -> ClientClosedError:
+        return ClientClosedError(
+            f"This {type(self).__name__} client is closed; create a new one to keep talking."
+        )
+
     async def _send(self, request: ChatRequest, turn: _Turn) -> HTTPResponse:
         """Hold a connection slot for the attempt; a full pool waits within the deadline."""
         slots = self._pool.slots
@@ -386,6 +389,9 @@ class AsyncSender(anyio.abc.AsyncResource):
             slots.acquire_nowait()
         except anyio.WouldBlock:
             request = await self._wait_for_slot(request)
+        if self.is_closed:  # closed while the attempt waited (the rate, a slot)
+            slots.release()
+            raise self._closed_error()
         # Cleared when the transport answers, or fails and says whether it sent; left set when
         # the turn's deadline cancels it mid-way, since the message may then have gone out.
         turn.sending = True

@@ -67,14 +67,15 @@ class Session:
     """
 
     __slots__ = (
+        "_current",
         "_history",
         "_kb_topic",
         "_metadata",
         "_pending",
         "conv_id",
-        "in_flight",
         "last_ord",
         "max_history",
+        "pending_may_repeat",
     )
 
     def __init__(
@@ -98,8 +99,12 @@ class Session:
         #: tell, at the next reply, whether those messages landed.
         self._pending: tuple[Turn, ...] = ()
         self.last_ord: int | None = None
-        #: A turn has been begun and not yet ended: the server may know the conversation.
-        self.in_flight = False
+        #: A pending turn may have been recorded more than once (it was retried after a failure
+        #: with an unknown outcome, `retry_ambiguous`): then the numbers cannot prove that all
+        #: pending turns landed.
+        self.pending_may_repeat = False
+        #: The turn begun and not yet ended, if any: the server may already have its message.
+        self._current: PreparedTurn | None = None
 
     # --- state --------------------------------------------------------------------------------
 
@@ -123,9 +128,14 @@ class Session:
         """Turns since the last reply whose messages may or may not have reached the server."""
         return self._pending
 
+    @property
+    def in_flight(self) -> PreparedTurn | None:
+        """The turn begun and not yet ended, if any: the server may already have its message."""
+        return self._current
+
     def started(self) -> bool:
         """Whether the server may already know this conversation's first request."""
-        return self.conv_id is not None or self.in_flight
+        return self.conv_id is not None or self._current is not None
 
     def set_kb_topic(self, value: object) -> None:
         """Change the topic for the next turns.
@@ -177,20 +187,29 @@ class Session:
         turn = PreparedTurn(
             text, self.conv_id, self._client_metadata(turn_metadata), context, _now()
         )
-        self.in_flight = True
+        self._current = turn
         return turn
 
-    def confirm(self, turn: PreparedTurn, reply: Reply) -> None:
-        """The reply arrived: keep its conv_id, settle pending turns, append the turn."""
-        self.in_flight = False
+    def confirm(self, turn: PreparedTurn, reply: Reply, *, may_repeat: bool = False) -> None:
+        """The reply arrived: keep its conv_id, settle pending turns, append the turn.
+
+        `may_repeat`: an earlier attempt of this turn failed after the message may have been
+        recorded, and it was sent again (`retry_ambiguous`): the server may hold it twice.
+        """
+        self._current = None
         self.conv_id = reply.conv_id
-        self._settle(reply.ord_number)
+        self._settle(reply.ord_number, may_repeat=may_repeat)
         self._append(self._turn(turn, reply=reply))
 
-    def fail(self, turn: PreparedTurn, exc: QuickchatError) -> None:
-        """The turn raised: keep it as unconfirmed if the message may have landed."""
-        self.in_flight = False
+    def fail(self, turn: PreparedTurn, exc: QuickchatError, *, may_repeat: bool = False) -> None:
+        """The turn raised: keep it as unconfirmed if the message may have landed.
+
+        `may_repeat`: the turn may have been sent more than once after failures with an unknown
+        outcome (`retry_ambiguous`), so the server may hold it more than once.
+        """
+        self._current = None
         if exc.outcome_unknown:
+            self.pending_may_repeat = self.pending_may_repeat or may_repeat
             unconfirmed = self._turn(
                 turn,
                 status=TurnStatus.UNCONFIRMED,
@@ -205,13 +224,14 @@ class Session:
         The next reply's ord_number can then no longer tell which pending turns landed, so
         they stay unconfirmed.
         """
-        self.in_flight = False
+        self._current = None
         self.last_ord = None
 
     def start_over(self) -> None:
         """Accept that the unconfirmed first message is lost to this conversation."""
         if self.conv_id is None:
             self._pending = ()
+            self.pending_may_repeat = False
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -246,27 +266,32 @@ class Session:
         check_metadata_size(merged)
         return merged
 
-    def _settle(self, ord_number: int | None) -> None:
+    def _settle(self, ord_number: int | None, *, may_repeat: bool) -> None:
         """Use a reply's ord_number to tell whether the pending turns' messages landed.
 
         Each turn adds two messages (the user's and the reply), so a reply numbered N after one
-        numbered L means (N - L) / 2 - 1 of the pending messages landed. Only "none" and "all"
-        say which ones did.
+        numbered L means (N - L) / 2 - 1 messages were recorded in between. None says that no
+        pending turn landed. That all of them did is proven only when each can have been
+        recorded at most once: a turn retried after a failure with an unknown outcome (this
+        one, or a pending one) may have been recorded twice, and its second copy would count
+        as another turn's. When the count proves nothing, the turns stay unconfirmed.
         """
         pending, last = self._pending, self.last_ord
-        self._pending, self.last_ord = (), ord_number
+        repeated = may_repeat or self.pending_may_repeat
+        self._pending, self.last_ord, self.pending_may_repeat = (), ord_number, False
         if not pending or ord_number is None or last is None:
             return
         landed, odd = divmod(ord_number - last, 2)
         landed -= 1
-        if odd or landed not in {0, len(pending)}:
+        if odd or not (landed == 0 or (landed == len(pending) and not repeated)):
             logger.info(
                 "Could not tell which of %d unconfirmed messages of conversation %s landed "
-                "(ord_number %d after %d)",
+                "(ord_number %d after %d%s)",
                 len(pending),
                 self.conv_id,
                 ord_number,
                 last,
+                ", a message may have been recorded twice" if repeated else "",
             )
             return
         status = TurnStatus.LANDED if landed else TurnStatus.NOT_LANDED
@@ -287,8 +312,15 @@ class Session:
 
     # --- restoring ----------------------------------------------------------------------------
 
-    def restore(self, history: list[Turn], unconfirmed: list[Turn], last_ord: int | None) -> None:
-        """Put back the turns of a snapshot (see `_snapshot.session_from_json`)."""
+    def restore(
+        self,
+        history: list[Turn],
+        unconfirmed: list[Turn],
+        last_ord: int | None,
+        *,
+        may_repeat: bool = False,
+    ) -> None:
+        """Put back the turns of a snapshot (see `_snapshot.session_from_snapshot`)."""
         for turn in history:
             self._append(turn)
         # The same turns are in history (unless trimmed): share the objects, so settling one
@@ -296,3 +328,15 @@ class Session:
         known = {(turn.text, turn.sent_at): turn for turn in self._history}
         self._pending = tuple(known.get((turn.text, turn.sent_at), turn) for turn in unconfirmed)
         self.last_ord = last_ord
+        self.pending_may_repeat = may_repeat and bool(self._pending)
+
+    def in_flight_turn(self) -> Turn | None:
+        """The turn in flight, as an unconfirmed turn: what a snapshot taken now keeps of it."""
+        current = self._current
+        if current is None:
+            return None
+        return self._turn(
+            current,
+            status=TurnStatus.UNCONFIRMED,
+            error="InFlight: the turn was still waiting for its reply when the snapshot was taken",
+        )

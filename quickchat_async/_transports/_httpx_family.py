@@ -15,12 +15,13 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 import anyio
 import attrs
 
-from quickchat_async._exceptions import QuickchatError
+from quickchat_async._exceptions import ClientClosedError, QuickchatError
 from quickchat_async._models import HTTPResponse
 from quickchat_async._version import __version__
 from quickchat_async._wire import ChatRequest, ErrorTable, classify, deadline_error
 
 from ._base import BaseTransport, scrubbed
+from ._decoding import BoundedDecoder, UndecodableError
 
 
 __all__ = ["Engine", "HttpxFamilyTransport"]
@@ -190,8 +191,13 @@ class HttpxFamilyTransport(BaseTransport, Generic[_ClientT]):
 
         Raises:
             APIConnectionError: no complete response (`APITimeoutError` for deadlines).
+            ClientClosedError: the AsyncClient was closed.
         """
         engine, client = self.engine, cast("Any", self._client)
+        if client.is_closed:  # the engine would raise a bare RuntimeError
+            raise ClientClosedError(
+                f"The {engine.name}.AsyncClient this transport sends through is closed."
+            )
         progress = _Progress()
         timeout = request.timeout
         with (
@@ -210,7 +216,7 @@ class HttpxFamilyTransport(BaseTransport, Generic[_ClientT]):
             response = await client.send(http_request, stream=True, follow_redirects=False)
             try:
                 content, truncated = await _read_capped(
-                    response, request.max_response_bytes, engine.module.HTTPError
+                    response, request.max_response_bytes, engine
                 )
             finally:
                 await response.aclose()
@@ -225,27 +231,44 @@ class HttpxFamilyTransport(BaseTransport, Generic[_ClientT]):
 async def _read_capped(
     response: Any,  # noqa: ANN401 -- an httpx or httpx2 Response
     limit: int,
-    errors: type[BaseException],
+    engine: Engine,
 ) -> tuple[bytes, bool]:
-    """Read at most `limit` bytes of the (decoded) body; say whether more was left unread."""
+    """Read at most `limit` bytes of the decoded body; say whether more was left unread.
+
+    A compressed body is read raw and inflated here, never past the limit (`BoundedDecoder`):
+    the engine's own decoder would inflate each chunk whole, however large it grows.
+    """
     declared: str = response.headers.get("content-length", "")
+    encoding: str = response.headers.get("content-encoding", "")
     if (
         declared.isascii()  # "²".isdigit() is True, and int() refuses it
         and declared.isdigit()
         and int(declared) <= limit
-        and not response.headers.get("content-encoding")
+        and not encoding
     ):
         return cast("bytes", await response.aread()), False
+    if response.is_stream_consumed:  # a response built in memory (a mock): already decoded
+        content = cast("bytes", response.content)
+        return content[:limit], len(content) > limit
+    try:
+        decoder = BoundedDecoder(encoding) if encoding else None
+    except UndecodableError as exc:
+        raise engine.module.DecodingError(str(exc), request=response.request) from None
     chunks: list[bytes] = []
     size = 0
-    # aiter_bytes() is an async generator: close it when we stop early, not at GC time.
-    body = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+    # aiter_raw() is an async generator: close it when we stop early, not at GC time.
+    body = cast("AsyncGenerator[bytes, None]", response.aiter_raw())
     async with contextlib.aclosing(body) as stream:
-        async for chunk in stream:
+        async for raw in stream:
+            try:
+                chunk = raw if decoder is None else decoder.feed(raw, limit - size + 1)
+            except UndecodableError as exc:
+                await _abandon(response, stream, limit, engine.module.HTTPError)
+                raise engine.module.DecodingError(str(exc), request=response.request) from None
             chunks.append(chunk)
             size += len(chunk)
             if size > limit:
-                await _abandon(response, stream, limit, errors)
+                await _abandon(response, stream, limit, engine.module.HTTPError)
                 return b"".join(chunks)[:limit], True
     return b"".join(chunks), False
 

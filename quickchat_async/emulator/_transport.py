@@ -16,7 +16,7 @@ import anyio
 import httpx2
 
 from ._outcome import Action, Outcome, text_outcome
-from ._service import EmulatorService
+from ._service import MAX_REQUEST_BYTES, EmulatorService
 
 
 __all__ = ["EmulatorTransport"]
@@ -93,7 +93,10 @@ class EmulatorTransport(httpx2.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         """Answer one request as the emulator decides, failing as a real socket would."""
         body = await request.aread()
-        if request.url.path != "/chat":
+        limit = getattr(self.service, "max_request_bytes", MAX_REQUEST_BYTES)  # a stand-in's
+        if len(body) > limit and request.url.path == "/chat":
+            outcome = self.service.refuse_too_large(len(body))
+        elif request.url.path != "/chat":
             outcome = text_outcome(404, "Not Found")
         elif request.method != "POST":
             outcome = text_outcome(405, "Method Not Allowed", headers=(("allow", "POST"),))

@@ -83,6 +83,10 @@ def _utf8(text: str, name: str) -> str:
     return text
 
 
+def _is_container(value: object) -> bool:
+    return isinstance(value, (Mapping, list, tuple))
+
+
 def nested_deeper_than(value: object, limit: int) -> bool:
     """Whether mappings and lists in `value` nest more than `limit` levels deep.
 
@@ -93,6 +97,7 @@ def nested_deeper_than(value: object, limit: int) -> bool:
     seen: set[int] = set()
     while stack:
         item, depth = stack.pop()
+        identity = id(item)
         children: list[object]
         if isinstance(item, Mapping):
             children = list(cast("Mapping[object, object]", item).values())
@@ -100,12 +105,10 @@ def nested_deeper_than(value: object, limit: int) -> bool:
             children = list(cast("list[object]", item))
         else:
             continue
-        if depth > limit or id(item) in seen:
+        if depth > limit or identity in seen:
             return True
-        seen.add(id(item))
-        stack.extend(
-            (child, depth + 1) for child in children if isinstance(child, (Mapping, list, tuple))
-        )
+        seen.add(identity)
+        stack.extend((child, depth + 1) for child in children if _is_container(child))
     return False
 
 

@@ -268,10 +268,12 @@ def _decode_leniently(content: bytes) -> object | None:
         return None
     if nested_deeper_than(data, MAX_JSON_DEPTH):
         return data  # the caller refuses it, saying so
-    conv_id = cast("dict[str, object]", data).get("conv_id") if isinstance(data, dict) else None
-    if isinstance(conv_id, str) and _has_lone_surrogate(conv_id):
-        return None
-    return _without_lone_surrogates(cast("object", data))
+    decoded = data  # what isinstance() below narrows is `data` only
+    if isinstance(data, dict):
+        conv_id = cast("dict[str, object]", data).get("conv_id")
+        if isinstance(conv_id, str) and _has_lone_surrogate(conv_id):
+            return None
+    return _without_lone_surrogates(decoded)
 
 
 def _not_a_number(name: str) -> float:

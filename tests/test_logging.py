@@ -50,7 +50,7 @@ print("below at DEBUG:", debug)
 """
 
 
-def run(level: str | None) -> tuple[str, str]:
+def run(level: str | None, script: str = SCRIPT) -> tuple[str, str]:
     """Run the session with QUICKCHAT_LOG=`level` (unset for None); its stdout and stderr."""
     env = {
         **os.environ,
@@ -60,7 +60,7 @@ def run(level: str | None) -> tuple[str, str]:
     if level is not None:
         env["QUICKCHAT_LOG"] = level
     done = subprocess.run(  # noqa: S603 -- our own script
-        [sys.executable, "-c", SCRIPT],
+        [sys.executable, "-c", script],
         capture_output=True,
         text=True,
         env=env,
@@ -103,6 +103,18 @@ class TestTheSwitch:
             assert secret not in err
         # The libraries below the SDK stay where they were: hpack's DEBUG shows header blocks.
         assert "below at DEBUG: []" in out
+
+    def test_debug_keeps_the_http2_header_loggers_above_debug(self):
+        """At debug, hpack and h2 stay above DEBUG even when the app logs everything at DEBUG."""
+        everything = SCRIPT.replace(
+            "stamina.instrumentation.set_on_retry_hooks([])",
+            "logging.basicConfig(level=logging.DEBUG)\nstamina.instrumentation.set_on_retry_hooks([])",
+        )
+        out, _ = run("debug", everything)
+        below = out.split("below at DEBUG:", 1)[1]
+        assert "'hpack'" not in below
+        assert "'h2'" not in below
+        assert "'httpx2'" in below  # the app's own choice for the others stands
 
     def test_an_unknown_value_is_ignored(self):
         """A value other than info or debug leaves logging alone."""

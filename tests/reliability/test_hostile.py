@@ -53,7 +53,7 @@ from quickchat_async import (
     ValidationError,
     html_to_text,
 )
-from quickchat_async._logfilter import guard_header_blocks
+from quickchat_async._logs import guard_header_blocks
 from quickchat_async._wire import quote_server_text
 from quickchat_async.emulator import Fault
 from quickchat_async.testing import Emulator

@@ -1,7 +1,7 @@
 """One client across event loops: one loop after another, and several at once.
 
 A client keeps its connections per event loop, made on the loop's first request and closed as
-the loop ends; a conversation carries its state from loop to loop. What the
+the loop ends; a conversation and a rate limiter carry their state from loop to loop. What the
 caller made (an http_client, a transport instance) serves its first loop only. The stores across
 loops are in tests/stores/test_event_loops.py.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 
 import anyio
@@ -24,6 +25,7 @@ from quickchat_async import (
     EventLoopError,
     HTTPResponse,
     Httpx2Transport,
+    RateLimiter,
 )
 from quickchat_async.testing import Emulator
 
@@ -140,6 +142,17 @@ with asyncio.Runner() as runner:
 
         one_conversation(lines, served, turns=3)
 
+    def test_the_rate_limit_holds_across_loops(self):
+        """A shared RateLimiter keeps spacing requests when the loop changes, trio's clock too."""
+        limiter = RateLimiter(per_second=10)
+        started = time.monotonic()
+
+        asyncio.run(limiter.acquire())
+        trio.run(limiter.acquire)
+        asyncio.run(limiter.acquire())
+
+        assert 0.19 <= time.monotonic() - started < 2
+
     def test_in_process_emulator_clients(self, emulator: Emulator):
         """A client of the in-process emulator makes its transport anew on each loop."""
         client = emulator.client()
@@ -224,6 +237,19 @@ class TestLoopsAtOnce:
 
         assert (first.text, then.text) == ("Hi!", "Hi!")
         assert [turn.text for turn in conv.history] == ["first", "after it"]
+
+    def test_rate_limit_shared_by_threads(self):
+        """Loops in two threads share one RateLimiter's rate."""
+        limiter = RateLimiter(per_second=20)
+
+        async def three() -> None:
+            for _ in range(3):
+                await limiter.acquire()
+
+        started = time.monotonic()
+        in_threads(lambda: asyncio.run(three()), lambda: trio.run(three))
+
+        assert time.monotonic() - started >= 5 / 20 - 0.01
 
 
 # --- what the caller made belongs to its first loop -------------------------------------------

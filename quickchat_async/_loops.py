@@ -136,7 +136,7 @@ class PerLoop(Generic[_T]):
                 )
 
     async def aclose(self) -> None:
-        """Close the running loop's thing now, and refuse to make more.
+        """Close the running loop's thing now, and mark all closed (the owner refuses more use).
 
         Things of loops that ended were closed as they ended; those of loops still running (in
         other threads) are closed when each ends; those of loops closed by hand without

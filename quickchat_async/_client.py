@@ -24,7 +24,10 @@ class AsyncQuickchat(AsyncSender):
     Unset arguments fall back to `QUICKCHAT_API_TOKEN`, `QUICKCHAT_API_KEY`,
     `QUICKCHAT_SCENARIO_ID` and `QUICKCHAT_BASE_URL`.
 
-    Use it as an async context manager, or call `aclose()` when done.
+    Use it as an async context manager, or call `aclose()` when done. One client can serve
+    event loops one after the other (`asyncio.run()` per call, Django's `async_to_sync`, a loop
+    per test) and several at once (a loop per thread): it keeps connections per event loop,
+    made on the loop's first request and closed as the loop ends.
 
     Args:
         token: the API token (current flavor).
@@ -38,11 +41,14 @@ class AsyncQuickchat(AsyncSender):
         retry_ambiguous: also retry failures after which the server may have recorded the
             message (read timeouts, dropped connections, 5xx). This can duplicate a message.
         http_client: a caller-owned `httpx2.AsyncClient` or `httpx.AsyncClient` (proxies, mTLS,
-            HTTP/2, mocks). The SDK never closes it.
+            HTTP/2, mocks). The SDK never closes it, and sends through it from the event loop
+            that first did only (`EventLoopError` from another).
         default_headers: extra headers for every request.
         transport: ``"httpx2"`` (the default; asyncio and trio), ``"httpx"`` (httpx 0.28, if
             installed), ``"aiohttp"`` (asyncio only, the fastest for fan-out; extra
-            ``[aiohttp]``), or a `Transport` instance.
+            ``[aiohttp]``); a function (or class) that makes a `Transport`, called now and for
+            each further event loop the client runs on; or a `Transport` instance, used on the
+            event loop that first sends through it only.
         max_connections: how many requests may be in flight at once; further ones wait.
         max_response_bytes: the largest response body the SDK reads.
         rate_limiter: a `RateLimiter` every attempt of every turn waits on, fan-outs included

@@ -5,6 +5,7 @@
     QuickchatError
     ├── ValidationError (also ValueError): bad input, caught before anything is sent
     ├── ClientClosedError (also RuntimeError): the client was used after aclose()
+    ├── EventLoopError (also RuntimeError): used from an event loop it cannot serve
     ├── UnconfirmedStartError: a conversation's first message has an unknown outcome
     ├── APIConnectionError: no usable HTTP response
     │   └── APITimeoutError (also TimeoutError)
@@ -42,6 +43,7 @@ __all__ = [
     "BadRequestError",
     "ClientClosedError",
     "ConversationNotFoundError",
+    "EventLoopError",
     "InternalServerError",
     "PermissionDeniedError",
     "QuickchatError",
@@ -83,6 +85,17 @@ class ValidationError(QuickchatError, ValueError):
 
 class ClientClosedError(QuickchatError, RuntimeError):
     """The client was used after `aclose()` (or after its `async with` block ended)."""
+
+
+class EventLoopError(QuickchatError, RuntimeError):
+    """Used from an event loop it cannot serve; nothing was sent.
+
+    The SDK makes its own connections anew on each event loop, so a client outlives
+    `asyncio.run()`, `async_to_sync` and a loop per test. It cannot do so for what the caller
+    made: an `http_client` (or a `transport` instance, or a Redis client) belongs to the event
+    loop it was first used on. And a conversation's turns go one at a time, in order, so one
+    conversation cannot take turns from two event loops at once (two threads).
+    """
 
 
 class UnconfirmedStartError(QuickchatError):

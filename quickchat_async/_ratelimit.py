@@ -8,11 +8,14 @@ of processes lives in `_redis_limiter`.
 from __future__ import annotations
 
 import inspect
+import threading
+from time import monotonic
 from typing import Protocol, runtime_checkable
 
 import anyio
 
 from ._exceptions import ValidationError
+from ._loops import LoopLocal
 from ._validation import check_rate
 
 
@@ -29,31 +32,47 @@ class Limiter(Protocol):
 
 
 class _Bucket:
-    """One token bucket: `rate` tokens a second, holding at most `burst`; waiters queue FIFO."""
+    """One token bucket: `rate` tokens a second, holding at most `burst`; waiters queue FIFO.
 
-    __slots__ = ("_burst", "_lock", "_rate", "_tokens", "_updated")
+    It works from any event loop, and from loops in several threads at once: the tokens are
+    counted in wall-clock seconds (every loop's clock has its own origin; each trio run's is
+    random) under a thread lock, and waiters queue on a lock of their own loop.
+    """
+
+    __slots__ = ("_burst", "_counting", "_queues", "_rate", "_tokens", "_updated")
 
     def __init__(self, rate: float, burst: float) -> None:
         self._rate = rate
         self._burst = burst
         self._tokens = burst
         self._updated: float | None = None
-        self._lock: anyio.Lock | None = None
+        self._counting = threading.Lock()
+        self._queues = LoopLocal(anyio.Lock)
 
-    def _refill(self, now: float) -> None:
-        if self._updated is not None:
-            self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
-        self._updated = now
+    def _take(self) -> float:
+        """Take a token, owing it if there is none: how long until it is earned."""
+        with self._counting:
+            now = monotonic()
+            if self._updated is not None:
+                self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
+            self._updated = now
+            self._tokens -= 1
+            return max(-self._tokens, 0) / self._rate
+
+    def _give_back(self) -> None:
+        with self._counting:
+            self._tokens += 1
 
     async def acquire(self) -> None:
-        if self._lock is None:
-            self._lock = anyio.Lock()
-        async with self._lock:  # FIFO: the first to wait is the first served
-            self._refill(anyio.current_time())
-            if self._tokens < 1:
-                await anyio.sleep((1 - self._tokens) / self._rate)
-                self._refill(anyio.current_time())
-            self._tokens -= 1
+        with self._queues.lend() as queue:
+            async with queue:  # FIFO: the first to wait is the first served
+                wait = self._take()
+                if wait:
+                    try:
+                        await anyio.sleep(wait)
+                    except BaseException:  # cancelled: the token was not used
+                        self._give_back()
+                        raise
 
 
 class RateLimiter:
@@ -62,7 +81,8 @@ class RateLimiter:
     Each limit is a token bucket. With the default `burst` of 1, requests are spread evenly
     (one every 1/rate seconds), so no window of any length ever sees more than the limit. A
     larger burst lets that many go at once after a quiet spell. Waiters are served in order;
-    one cancelled while waiting uses no token.
+    one cancelled while waiting uses no token. One limiter can be shared by clients on any
+    event loop, in any thread: it counts wall-clock time.
 
     Args:
         per_second: at most this many requests a second (None: no limit).

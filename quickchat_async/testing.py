@@ -201,8 +201,12 @@ class Emulator:
                     "In process, the emulator answers through httpx2: serve it "
                     "(`async with emulator:`) to use another transport."
                 )
-            options["transport"] = Httpx2Transport(self.http_client(), close_client=True)
+            options["transport"] = self._in_process_transport
         return AsyncQuickchat(**options)
+
+    def _in_process_transport(self) -> Httpx2Transport:
+        """A transport to the emulator in process; a client makes one per event loop."""
+        return Httpx2Transport(self.http_client(), close_client=True)
 
     # --- what the server recorded -----------------------------------------------------------
 

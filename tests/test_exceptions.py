@@ -19,6 +19,7 @@ from quickchat_async import (
     BadRequestError,
     ClientClosedError,
     ConversationNotFoundError,
+    EventLoopError,
     HTTPResponse,
     InternalServerError,
     PermissionDeniedError,
@@ -53,7 +54,7 @@ def test_every_error_is_a_quickchat_error():
         and issubclass(value, BaseException)
     ]
 
-    assert len(errors) == 20
+    assert len(errors) == 21
     for error in errors:
         assert issubclass(error, QuickchatError), error
 
@@ -63,6 +64,7 @@ def test_every_error_is_a_quickchat_error():
     [
         (ValidationError, (QuickchatError, ValueError)),
         (ClientClosedError, (QuickchatError, RuntimeError)),
+        (EventLoopError, (QuickchatError, RuntimeError)),
         (UnconfirmedStartError, (QuickchatError,)),
         (APITimeoutError, (APIConnectionError, TimeoutError)),
         (ResponseTooLargeError, (UnexpectedResponseError,)),

@@ -5,10 +5,11 @@ compare-and-set on that revision. The record's format (a versioned envelope arou
 `Conversation.snapshot()`) is written and read here, once for every store, so a store only has
 to persist two strings.
 
-Locking has two layers. Tasks of one process queue on an `anyio.Lock` per user key (fair, in
+Locking has two layers. Tasks of one event loop queue on an `anyio.Lock` per user key (fair, in
 arrival order, and without touching the backend). The task at the head of that queue then takes
 the store's shared lock, if it has one: a lease with an owner token and an expiry, renewed while
-the turn runs, and released only by its owner.
+the turn runs, and released only by its owner. The lease is what keeps apart the turns of
+several processes, and of several event loops of one process (threads).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import attrs
 import orjson
 
 from quickchat_async._exceptions import StoreError, StoreLockTimeoutError
+from quickchat_async._loops import current_loop
 from quickchat_async._types import JSONValue
 
 
@@ -170,12 +172,16 @@ class _KeyLock:
 
 
 class KeyedLocks:
-    """One fair `anyio.Lock` per user key, dropped again when no task holds or awaits it."""
+    """One fair `anyio.Lock` per user key and event loop, dropped when no task holds or awaits it.
+
+    Event loops in several threads have locks of their own: a store's lease keeps their turns
+    apart, as it does those of several processes.
+    """
 
     __slots__ = ("_locks",)
 
     def __init__(self) -> None:
-        self._locks: dict[str, _KeyLock] = {}
+        self._locks: dict[tuple[object, str], _KeyLock] = {}
 
     def __len__(self) -> int:
         return len(self._locks)
@@ -184,9 +190,10 @@ class KeyedLocks:
     async def hold(self, user_key: str, *, timeout: float) -> AsyncGenerator[None]:  # noqa: ASYNC109
         """Hold the key's lock; raise `StoreLockTimeoutError` after `timeout` seconds of waiting."""
         task = anyio.get_current_task().id
-        entry = self._locks.get(user_key)
+        key = (current_loop(), user_key)
+        entry = self._locks.get(key)
         if entry is None:
-            entry = self._locks[user_key] = _KeyLock(anyio.Lock(fast_acquire=True))
+            entry = self._locks[key] = _KeyLock(anyio.Lock(fast_acquire=True))
         elif entry.holder == task:
             raise StoreError(
                 f"This task already holds the lock on user key {user_key!r}: a turn of that "
@@ -209,7 +216,7 @@ class KeyedLocks:
         finally:
             entry.users -= 1
             if not entry.users:
-                del self._locks[user_key]
+                del self._locks[key]
 
 
 class Lease(Protocol):

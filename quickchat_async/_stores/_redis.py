@@ -2,7 +2,9 @@
 
 It runs on `redis.asyncio` (the `[redis]` extra), imported only when a `RedisStore` is created,
 so the rest of the SDK never loads it. `redis.asyncio` is built on asyncio: this store does not
-run under trio.
+run under trio. A `redis.asyncio` client and its connections belong to one event loop, so a
+store made from a URL makes a client for each event loop it runs on, and closes it as that loop
+ends (`quickchat_async._loops.PerLoop`).
 
 Per user key there are two Redis keys:
 
@@ -21,15 +23,22 @@ Per user key there are two Redis keys:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Final
 
 import anyio.abc
 import sniffio
 
-from quickchat_async._exceptions import StoreConflictError, StoreError, ValidationError
+from quickchat_async._exceptions import (
+    EventLoopError,
+    StoreConflictError,
+    StoreError,
+    ValidationError,
+)
+from quickchat_async._loops import PerLoop
 from quickchat_async._validation import check_user_key
 
 from ._base import KeyedLocks, StoreRecord, hold_lease
@@ -85,6 +94,49 @@ def _milliseconds(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
+class _Connection:
+    """A Redis client for one event loop, with the store's scripts registered on it."""
+
+    __slots__ = ("client", "release", "renew", "save")
+
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+        self.save: AsyncScript = client.register_script(_SAVE_IF_REVISION)
+        self.renew: AsyncScript = client.register_script(_RENEW_IF_OWNER)
+        self.release: AsyncScript = client.register_script(_RELEASE_IF_OWNER)
+
+
+class _Clients:
+    """Where the store's Redis clients come from: the first one, then one per event loop."""
+
+    __slots__ = ("_make", "first", "owned", "shown")
+
+    def __init__(self, first: Redis, make: Callable[[], Redis] | None) -> None:
+        #: The first client until an event loop claims it.
+        self.first: Redis | None = first
+        #: The first client, for `RedisStore.client` when no loop's client is open.
+        self.shown = first
+        self._make = make
+        self.owned = make is not None
+
+    def __call__(self) -> _Connection:
+        client, self.first = self.first, None
+        if client is None:
+            if self._make is None:
+                raise EventLoopError(
+                    "This RedisStore talks through a Redis client of yours, which belongs to "
+                    "the event loop that first used it, not to this one. Give the store a URL "
+                    "instead (it then makes a client for each event loop it runs on), or "
+                    "create the client and the store inside the code this event loop runs."
+                )
+            client = self._make()
+        return _Connection(client)
+
+    async def close(self, connection: _Connection) -> None:
+        if self.owned:
+            await connection.client.aclose()
+
+
 class RedisStore(anyio.abc.AsyncResource):
     """Keeps conversations in Redis, shared by bot workers on any number of machines.
 
@@ -99,9 +151,11 @@ class RedisStore(anyio.abc.AsyncResource):
 
     Args:
         url: where Redis is, such as `redis://127.0.0.1:6379/0` or `rediss://...` for TLS. The
-            store creates the client and closes it in `aclose()`.
+            store creates a client for each event loop it runs on, and closes each as its
+            loop ends, or in `aclose()`.
         client: a caller-owned `redis.asyncio.Redis` instead of a URL; the store never closes
-            it. It may decode responses or not.
+            it, and uses it on the event loop that first used it only. It may decode
+            responses or not.
         prefix: what every key of the store starts with.
 
     Raises:
@@ -110,15 +164,12 @@ class RedisStore(anyio.abc.AsyncResource):
     """
 
     __slots__ = (
-        "_client",
+        "_clients",
         "_closed",
+        "_connections",
         "_errors",
         "_lease",
         "_locks",
-        "_owns_client",
-        "_release",
-        "_renew",
-        "_save",
         "prefix",
     )
 
@@ -138,24 +189,24 @@ class RedisStore(anyio.abc.AsyncResource):
         if (url is None) == (client is None):
             raise ValidationError("Pass RedisStore a url or a client (a redis.asyncio.Redis).")
         _check_str(prefix, name="prefix")
+        make: Callable[[], Redis] | None = None
         if url is not None:
-            client = aioredis.Redis.from_url(  # pyright: ignore[reportUnknownMemberType]
+            make = functools.partial(
+                aioredis.Redis.from_url,  # pyright: ignore[reportUnknownMemberType]
                 _check_str(url, name="url"),
                 socket_timeout=_SOCKET_TIMEOUT,
                 socket_connect_timeout=_CONNECT_TIMEOUT,
             )
+            client = make()
         elif not isinstance(client, aioredis.Redis):
             raise ValidationError(
                 f"client must be a redis.asyncio.Redis, not {type(client).__name__}."
             )
         assert client is not None  # noqa: S101 -- for the type checkers
-        self._client: Redis = client
-        self._owns_client = url is not None
+        self._clients = _Clients(client, make)
+        self._connections = PerLoop(self._clients, self._clients.close)
         self.prefix: str = prefix
         self._errors: tuple[type[BaseException], ...] = (exceptions.RedisError, OSError)
-        self._save: AsyncScript = client.register_script(_SAVE_IF_REVISION)
-        self._renew: AsyncScript = client.register_script(_RENEW_IF_OWNER)
-        self._release: AsyncScript = client.register_script(_RELEASE_IF_OWNER)
         self._closed = False
         self._locks = KeyedLocks()
         self._lease = _KeyLease(self)
@@ -166,8 +217,18 @@ class RedisStore(anyio.abc.AsyncResource):
 
     @property
     def client(self) -> Redis:
-        """The Redis client the store talks through."""
-        return self._client
+        """The Redis client of the event loop that used the store last, while it is open.
+
+        Before the first use, and once that loop's client is closed, the first client.
+        """
+        last = self._connections.last
+        return self._clients.shown if last is None else last.value.client
+
+    async def _connection(self) -> _Connection:
+        """The running event loop's client and scripts."""
+        if self._closed:
+            raise StoreError("This RedisStore is closed.")
+        return await self._connections.here()
 
     def _conversation_key(self, user_key: str) -> str:
         return f"{self.prefix}conversation:{user_key}"
@@ -211,10 +272,12 @@ class RedisStore(anyio.abc.AsyncResource):
 
         Raises:
             StoreError: Redis failed.
+            EventLoopError: the store's client is the caller's, of another event loop.
         """
         key = self._conversation_key(check_user_key(user_key))
         with self._translated():
-            revision, data = await self._client.hmget(key, ["revision", "data"])
+            connection = await self._connection()
+            revision, data = await connection.client.hmget(key, ["revision", "data"])
         if revision is None or data is None:
             return None
         return StoreRecord(data=_text(data), revision=_text(revision))
@@ -225,10 +288,12 @@ class RedisStore(anyio.abc.AsyncResource):
         Raises:
             StoreConflictError: another revision is stored.
             StoreError: Redis failed.
+            EventLoopError: the store's client is the caller's, of another event loop.
         """
         key = self._conversation_key(check_user_key(user_key))
         with self._translated():
-            saved = await self._save(
+            connection = await self._connection()
+            saved = await connection.save(
                 keys=[key], args=[replaces or "", record.revision, record.data]
             )
         if saved != 1:
@@ -241,21 +306,31 @@ class RedisStore(anyio.abc.AsyncResource):
 
         Raises:
             StoreError: Redis failed.
+            EventLoopError: the store's client is the caller's, of another event loop.
         """
         key = self._conversation_key(check_user_key(user_key))
         with self._translated():
-            await self._client.delete(key)
+            connection = await self._connection()
+            await connection.client.delete(key)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Close the client if the store created it. Safe to call twice."""
+        """Close the clients the store created. Safe to call twice.
+
+        That of the running event loop closes now; those of event loops that ended were closed
+        as they ended, and that of a loop still running in another thread closes when it ends.
+        """
         if self._closed:
             return
         self._closed = True
         # Off asyncio every operation was refused, so no connection was opened to close.
-        if self._owns_client and sniffio.current_async_library() == "asyncio":
-            await self._client.aclose()
+        if sniffio.current_async_library() != "asyncio":
+            return
+        await self._connections.aclose()
+        unused, self._clients.first = self._clients.first, None
+        if unused is not None and self._clients.owned:  # never used by any event loop
+            await unused.aclose()
 
 
 class _KeyLease:
@@ -270,15 +345,17 @@ class _KeyLease:
         store = self._store
         key = store._lock_key(user_key)
         with store._translated():
-            if await store.client.set(key, token, nx=True, px=_milliseconds(ttl)):
+            client = (await store._connection()).client
+            if await client.set(key, token, nx=True, px=_milliseconds(ttl)):
                 return None
-            remaining = await store.client.pttl(key)
+            remaining = await client.pttl(key)
         return max(remaining, 0) / 1000
 
     async def renew(self, user_key: str, token: str, ttl: float) -> bool:
         store = self._store
         with store._translated():
-            renewed = await store._renew(
+            connection = await store._connection()
+            renewed = await connection.renew(
                 keys=[store._lock_key(user_key)],
                 args=[token, _milliseconds(ttl)],
             )
@@ -289,7 +366,8 @@ class _KeyLease:
         if store._closed:  # the lock expires by itself
             return
         with store._translated():
-            await store._release(
+            connection = await store._connection()
+            await connection.release(
                 keys=[store._lock_key(user_key)],
                 args=[token],
             )

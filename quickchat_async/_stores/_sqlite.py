@@ -1,8 +1,10 @@
 """`SQLiteStore`: stored conversations in one SQLite file, the embedded default for a bot.
 
 The standard library's `sqlite3` is blocking, so every database call runs in a worker thread
-(`anyio.to_thread.run_sync`), one at a time over one connection (a `CapacityLimiter` of 1): the
-event loop never waits on the disk, and the connection is never used by two threads at once.
+(`anyio.to_thread.run_sync`), one at a time over one connection: an event loop's calls take
+turns through a `CapacityLimiter` of 1 (so they hold one worker thread at most), and a thread
+lock keeps the calls of event loops in several threads apart. The event loop never waits on
+the disk, and the connection is never used by two threads at once.
 
 Several processes on one machine may share the file: the database runs in WAL mode (readers
 never wait for the writer), every statement is short, and a user key's lock is a row with an
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -27,6 +30,7 @@ import anyio
 import anyio.abc
 
 from quickchat_async._exceptions import StoreConflictError, StoreError
+from quickchat_async._loops import LoopLocal
 from quickchat_async._validation import check_seconds, check_user_key
 
 from ._base import KeyedLocks, StoreRecord, hold_lease
@@ -139,7 +143,16 @@ class SQLiteStore(anyio.abc.AsyncResource):
         ValidationError: on a bad argument.
     """
 
-    __slots__ = ("_busy_timeout", "_closed", "_connection", "_lease", "_limiter", "_locks", "path")
+    __slots__ = (
+        "_busy_timeout",
+        "_closed",
+        "_connection",
+        "_lease",
+        "_limiters",
+        "_locks",
+        "_using",
+        "path",
+    )
 
     def __init__(
         self, path: str | os.PathLike[str], *, busy_timeout: float = _DEFAULT_BUSY_TIMEOUT
@@ -148,7 +161,8 @@ class SQLiteStore(anyio.abc.AsyncResource):
         self._busy_timeout = check_seconds(busy_timeout, name="busy_timeout")
         self._connection: sqlite3.Connection | None = None
         self._closed = False
-        self._limiter = anyio.CapacityLimiter(1)
+        self._limiters = LoopLocal(lambda: anyio.CapacityLimiter(1))
+        self._using = threading.Lock()
         self._locks = KeyedLocks()
         self._lease = _RowLease(self)
 
@@ -161,18 +175,20 @@ class SQLiteStore(anyio.abc.AsyncResource):
     async def _run(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
         if self._closed:
             raise self._closed_error()
-        return await anyio.to_thread.run_sync(self._call, operation, limiter=self._limiter)
+        with self._limiters.lend() as limiter:
+            return await anyio.to_thread.run_sync(self._call, operation, limiter=limiter)
 
     def _call(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
         """In the worker thread: open the connection if needed and run one operation."""
-        if self._closed:  # closed while this call waited for the thread
-            raise self._closed_error()
-        try:
-            if self._connection is None:
-                self._connection = _connect(self.path, self._busy_timeout)
-            return operation(self._connection)
-        except sqlite3.Error as exc:
-            raise StoreError(f"The SQLite store {self.path!r} failed: {exc}.") from exc
+        with self._using:
+            if self._closed:  # closed while this call waited for the thread
+                raise self._closed_error()
+            try:
+                if self._connection is None:
+                    self._connection = _connect(self.path, self._busy_timeout)
+                return operation(self._connection)
+            except sqlite3.Error as exc:
+                raise StoreError(f"The SQLite store {self.path!r} failed: {exc}.") from exc
 
     def _closed_error(self) -> StoreError:
         return StoreError(f"This SQLiteStore ({self.path!r}) is closed.")
@@ -258,12 +274,13 @@ class SQLiteStore(anyio.abc.AsyncResource):
         self._closed = True
 
         def close() -> None:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+            with self._using:
+                if self._connection is not None:
+                    self._connection.close()
+                    self._connection = None
 
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(close, limiter=self._limiter)
+        with anyio.CancelScope(shield=True), self._limiters.lend() as limiter:
+            await anyio.to_thread.run_sync(close, limiter=limiter)
 
 
 def _execute(sql: str, *params: object) -> Callable[[sqlite3.Connection], int]:

@@ -45,7 +45,8 @@ class Httpx2Transport(HttpxFamilyTransport[httpx2.AsyncClient]):
     """The default transport, on an `httpx2.AsyncClient` (asyncio and trio).
 
     httpx2 verifies TLS against the operating system's trust store (`SSL_CERT_FILE` and
-    `SSL_CERT_DIR` still apply).
+    `SSL_CERT_DIR` still apply). The clients the SDK makes share one TLS context, built on
+    first use and read from those then.
 
     Args:
         client: a caller-owned `httpx2.AsyncClient` (proxies, mTLS, HTTP/2, mocks); the

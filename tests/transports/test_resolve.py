@@ -82,6 +82,23 @@ class TestChoice:
         assert not isinstance(plain, BaseTransport)
         assert made.config.headers["User-Agent"] == f"quickchat-async/{__version__}"
 
+    async def test_a_function_that_makes_one(self):
+        """A function or a class as transport= makes the client's transports, owned by it."""
+        by_function = client(transport=lambda: Httpx2Transport(max_connections=3))
+        by_class = client(transport=HttpxTransport)
+
+        assert type(by_function.transport) is Httpx2Transport
+        assert type(by_class.transport) is HttpxTransport
+        assert by_class.config.headers["User-Agent"] == by_class.transport.user_agent  # type: ignore[attr-defined]
+        await by_function.aclose()
+        await by_class.aclose()
+        assert by_function.transport.client.is_closed  # type: ignore[attr-defined]
+
+    def test_a_function_that_makes_something_else(self):
+        """A function that makes no transport is refused at construction, naming what it made."""
+        with pytest.raises(ValidationError, match="made a str"):
+            client(transport=lambda: "httpx2")
+
     async def test_both_refused(self):
         """http_client and transport cannot both be given."""
         async with httpx2.AsyncClient() as http:

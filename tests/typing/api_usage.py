@@ -21,6 +21,7 @@ from quickchat_async import (
     APITimeoutError,
     AsyncQuickchat,
     Conversation,
+    EventLoopError,
     Flavor,
     HTTPResponse,
     Httpx2Transport,
@@ -107,6 +108,10 @@ def standard_timeout(exc: TimeoutError) -> TimeoutError:
     return exc
 
 
+def standard_runtime_error(exc: RuntimeError) -> RuntimeError:
+    return exc
+
+
 async def check_client() -> None:
     timeout = Timeout(total=10, connect=2)
     assert_type(timeout.total, float | None)
@@ -126,6 +131,9 @@ async def check_client() -> None:
     async with httpx2.AsyncClient() as http:
         AsyncQuickchat(token="...", scenario_id="...", http_client=http)
         AsyncQuickchat(token="...", scenario_id="...", transport=Httpx2Transport(http))
+    # A transport made anew for each event loop the client runs on.
+    AsyncQuickchat(transport=lambda: Httpx2Transport(httpx2.AsyncClient(), close_client=True))
+    AsyncQuickchat(transport=Httpx2Transport)
     async with client as opened:
         assert_type(opened, AsyncQuickchat)
         assert_type(opened.flavor, Flavor)
@@ -185,6 +193,8 @@ async def check_conversations(opened: AsyncQuickchat) -> None:
         check_errors(exc)
     except StoreConflictError as exc:
         assert_type(exc.reply, Reply | None)
+    except EventLoopError as exc:
+        assert_type(standard_runtime_error(exc), RuntimeError)  # another loop's turn is running
     except QuickchatError as exc:
         check_errors(exc)
 

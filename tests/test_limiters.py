@@ -10,6 +10,7 @@ import httpx2
 import pytest
 import trio.testing
 
+import quickchat_async._ratelimit as ratelimit
 from quickchat_async import AsyncQuickchat, Limiter, RateLimiter
 
 from ._wire import SCENARIO_ID, TOKEN, Wire
@@ -82,6 +83,11 @@ class TestSharing:
     @pytest.fixture(name="anyio_backend")
     def _anyio_backend(self) -> tuple[str, dict[str, object]]:
         return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
+
+    @pytest.fixture(autouse=True)
+    def _limiters_on_the_mock_clock(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The limiters read the wall clock (one rate for every thread): here, trio's mock one."""
+        monkeypatch.setattr(ratelimit, "monotonic", anyio.current_time)
 
     async def test_one_limiter_spaces_several_clients_and_tasks(self, wire: Wire, http):
         """Two clients, three tasks each: one limiter keeps all their requests at its rate."""

@@ -213,12 +213,27 @@ class ClientConfig:
             **rest,  # type: ignore[arg-type]
         )
 
-    def with_settings(
-        self, *, timeout: Timeout, max_retries: int, retry_ambiguous: bool
+    def with_options(
+        self,
+        *,
+        timeout: object = NOT_GIVEN,
+        max_retries: object = NOT_GIVEN,
+        retry_ambiguous: object = NOT_GIVEN,
     ) -> ClientConfig:
-        """A copy with other per-request settings (the credential and the endpoint stay)."""
+        """A copy with other per-request settings; the credential and the endpoint stay.
+
+        Raises:
+            ValidationError: a bad value.
+        """
         return attrs.evolve(
-            self, timeout=timeout, max_retries=max_retries, retry_ambiguous=retry_ambiguous
+            self,
+            timeout=self.timeout if timeout is NOT_GIVEN else Timeout.of(timeout),
+            max_retries=self.max_retries
+            if max_retries is NOT_GIVEN
+            else check_count(max_retries, name="max_retries", minimum=0),
+            retry_ambiguous=self.retry_ambiguous
+            if retry_ambiguous is NOT_GIVEN
+            else bool(retry_ambiguous),
         )
 
     def with_user_agent(self, user_agent: str) -> ClientConfig:

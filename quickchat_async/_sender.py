@@ -8,25 +8,22 @@ all send through it; `AsyncQuickchat` adds the factories that build them.
 
 from __future__ import annotations
 
-import enum
-import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import anyio.abc
-import attrs
-import stamina
 
+from ._attempts import Retries, after_slot_wait
 from ._config import DEFAULT_MAX_RESPONSE_BYTES, ClientConfig, Timeout
-from ._exceptions import ClientClosedError, QuickchatError, ValidationError
+from ._exceptions import QuickchatError, ValidationError
 from ._models import HTTPResponse, Reply
 from ._ratelimit import RateLimiter
+from ._sender_base import Pool, SenderBase
 from ._transports import BaseTransport, Transport, resolve_transport
-from ._types import NOT_GIVEN, Flavor, JSONValue, NotGiven, Secret
-from ._validation import check_context, check_conv_id, check_count, check_metadata, check_text
-from ._wire import BACKOFF, ChatRequest, decode_reply, encode_turn, retry_delay, slot_timeout_error
+from ._types import NOT_GIVEN, JSONValue, NotGiven, Secret
+from ._wire import ChatRequest, encode_say
 
 
 if TYPE_CHECKING:
@@ -37,39 +34,14 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncSender"]
 
-logger = logging.getLogger("quickchat_async")
 
-_UNSET: Final = NOT_GIVEN
-
-
-class _State(enum.Enum):
-    UNOPENED = "unopened"
-    OPENED = "opened"
-    CLOSED = "closed"
-
-
-class _Pool:
-    """The connections a client shares with the clients derived from it (`with_options`).
-
-    The connection slots are where a request waits when `max_connections` are in flight:
-    outside the HTTP engine, in call order, within the attempt's deadline.
-    """
-
-    __slots__ = ("closed", "slots", "transport")
-
-    def __init__(self, transport: Transport, max_connections: int) -> None:
-        self.transport = transport
-        self.slots = anyio.Semaphore(max_connections, fast_acquire=True)
-        self.closed = False
-
-
-class AsyncSender(anyio.abc.AsyncResource):
+class AsyncSender(SenderBase[Transport, anyio.Semaphore], anyio.abc.AsyncResource):
     """The part of `AsyncQuickchat` that holds its settings and connections, and sends.
 
     It is documented, with its arguments, as `AsyncQuickchat`.
     """
 
-    __slots__ = ("_config", "_owns_pool", "_pool", "_rate_limiter", "_state")
+    __slots__ = ("_rate_limiter",)
 
     def __init__(
         self,
@@ -108,11 +80,10 @@ class AsyncSender(anyio.abc.AsyncResource):
         chosen = resolve_transport(transport, http_client, config.max_connections)
         if isinstance(chosen, BaseTransport):
             config = config.with_user_agent(chosen.user_agent)
-        self._config = config
-        self._pool = _Pool(chosen, config.max_connections)
-        self._owns_pool = True
+        super().__init__(
+            config, Pool(chosen, anyio.Semaphore(config.max_connections, fast_acquire=True))
+        )
         self._rate_limiter = _check_limiter(rate_limiter)
-        self._state = _State.UNOPENED
 
     def with_options(
         self,
@@ -129,104 +100,31 @@ class AsyncSender(anyio.abc.AsyncResource):
         Raises:
             ValidationError: a bad value.
         """
-        config = self._config
-        config = config.with_settings(
-            timeout=config.timeout if isinstance(timeout, NotGiven) else Timeout.of(timeout),
-            max_retries=config.max_retries
-            if isinstance(max_retries, NotGiven)
-            else check_count(max_retries, name="max_retries", minimum=0),
-            retry_ambiguous=config.retry_ambiguous
-            if isinstance(retry_ambiguous, NotGiven)
-            else bool(retry_ambiguous),
+        derived = self._derive(
+            timeout=timeout, max_retries=max_retries, retry_ambiguous=retry_ambiguous
         )
-        derived = object.__new__(type(self))
-        derived._config = config
-        derived._pool = self._pool
-        derived._owns_pool = False
-        derived._rate_limiter = (
+        derived._rate_limiter = (  # noqa: SLF001 -- a client of this very class
             self._rate_limiter
             if isinstance(rate_limiter, NotGiven)
             else _check_limiter(rate_limiter)
         )
-        derived._state = _State.UNOPENED
         return derived
-
-    # --- settings -----------------------------------------------------------------------------
-
-    @property
-    def config(self) -> ClientConfig:
-        """Everything the requests are built from (the credential never shows)."""
-        return self._config
-
-    @property
-    def flavor(self) -> Flavor:
-        """The API flavor this client speaks."""
-        return self._config.flavor
-
-    @property
-    def scenario_id(self) -> str:
-        """The AI Agent this client talks to."""
-        return self._config.scenario_id
-
-    @property
-    def base_url(self) -> str:
-        """Where the Chat endpoint lives; requests go to `{base_url}/chat`."""
-        return self._config.base_url
-
-    @property
-    def timeout(self) -> Timeout:
-        """The limits of one attempt."""
-        return self._config.timeout
-
-    @property
-    def max_retries(self) -> int:
-        """How many times a request that is safe to resend is retried."""
-        return self._config.max_retries
 
     @property
     def rate_limiter(self) -> RateLimiter | None:
         """The limiter every attempt waits on, if any."""
         return self._rate_limiter
 
-    @property
-    def transport(self) -> Transport:
-        """The transport requests go through."""
-        return self._pool.transport
-
     # --- lifecycle ----------------------------------------------------------------------------
-
-    @property
-    def is_closed(self) -> bool:
-        """Whether `aclose()` has been called (on this client, or on the one it derives from)."""
-        return self._state is _State.CLOSED or self._pool.closed
 
     async def aclose(self) -> None:
         """Close the connections the client owns. Safe to call twice."""
-        if self._state is _State.CLOSED:
-            return
-        self._state = _State.CLOSED
-        if self._owns_pool:
-            self._pool.closed = True
+        if self._close():
             await self._pool.transport.aclose()
 
     async def __aenter__(self) -> Self:
-        if self.is_closed:
-            raise ClientClosedError(
-                f"This {type(self).__name__} client is closed; create a new one to open it again."
-            )
-        self._state = _State.OPENED
+        self._open()
         return self
-
-    def __repr__(self) -> str:
-        try:
-            config = self._config
-            state = "closed" if self.is_closed else self._state.value
-        except AttributeError:  # shown in the traceback of a failed __init__
-            return f"<{type(self).__name__} (not configured)>"
-        return (
-            f"<{type(self).__name__} flavor={config.flavor.value!r} url={config.url!r} "
-            f"scenario_id={config.scenario_id!r} state={state!r}>"
-        )
 
     # --- one round trip -----------------------------------------------------------------------
 
@@ -253,15 +151,11 @@ class AsyncSender(anyio.abc.AsyncResource):
             APIConnectionError: no usable response (see `outcome_unknown`).
             UnexpectedResponseError: a 2xx that is not the documented JSON.
         """
-        check_text(text)
-        check_context(message_context, name="message_context")
-        check_conv_id(conv_id)
-        metadata = check_metadata(client_metadata, name="client_metadata", allow_kb_topic=True)
-        request = encode_turn(
+        request = encode_say(
             self._config,
             text=text,
             conv_id=conv_id,
-            client_metadata=metadata,
+            client_metadata=client_metadata,
             message_context=message_context,
         )
         return await self.send(request, conv_id=conv_id)
@@ -280,56 +174,26 @@ class AsyncSender(anyio.abc.AsyncResource):
             UnexpectedResponseError: a 2xx that is not the documented JSON.
         """
         started = time.monotonic()
-        # The first attempt runs outside stamina: nearly every turn succeeds at once, and a
-        # retry context costs 24 µs per turn on this machine (tenacity's AsyncRetrying), a
-        # fifth of what raw aiohttp spends on a whole request at 64 in flight.
         try:
             return await self._attempt(request, conv_id, 1, started)
         except QuickchatError as exc:
-            if not self._config.max_retries or self._retry_delay(exc) is False:
+            retries = Retries.after(exc, config=self._config, url=request.url)
+            if retries is None:
                 raise
-            first = exc
-        async for attempt in stamina.retry_context(
-            on=self._retry_delay, attempts=self._config.max_retries + 1, timeout=None, **BACKOFF
-        ):
+        async for attempt in retries:
             with attempt:
-                if attempt.num == 1:  # hand stamina the first failure: it schedules the wait
-                    raise first
-                logger.info(
-                    "Retrying the Chat request to %s (attempt %d of %d) after %s",
-                    request.url,
-                    attempt.num,
-                    self._config.max_retries + 1,
-                    type(first).__name__,
-                )
-                try:
-                    return await self._attempt(request, conv_id, attempt.num, started)
-                except QuickchatError as exc:
-                    first = exc
-                    raise
+                retries.begin(attempt.num)
+                return await self._attempt(request, conv_id, attempt.num, started)
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
-
-    def _retry_delay(self, exc: Exception) -> bool | float:
-        return retry_delay(exc, retry_ambiguous=self._config.retry_ambiguous)
 
     async def _attempt(
         self, request: ChatRequest, conv_id: str | None, num: int, started: float
     ) -> Reply:
         """One attempt: wait for the rate and a connection slot, send, decode."""
-        if self.is_closed:  # also between attempts: closed while a retry waited
-            raise ClientClosedError(
-                f"This {type(self).__name__} client is closed; create a new one to keep talking."
-            )
+        self._check_open()
         if self._rate_limiter is not None:
             await self._rate_limiter.acquire()
-        response = await self._send(request)
-        return decode_reply(
-            response,
-            config=self._config,
-            conv_id=conv_id,
-            attempts=num,
-            elapsed=time.monotonic() - started,
-        )
+        return self._decode(await self._send(request), conv_id, num, started)
 
     async def _send(self, request: ChatRequest) -> HTTPResponse:
         """Hold a connection slot for the attempt; a full pool waits within the deadline."""
@@ -345,23 +209,15 @@ class AsyncSender(anyio.abc.AsyncResource):
 
     async def _wait_for_slot(self, request: ChatRequest) -> ChatRequest:
         """Queue for a slot; the wait counts against the attempt's deadline."""
-        total = request.timeout.total
+        slots = self._pool.slots
         start = anyio.current_time()
-        with anyio.move_on_after(total) as waiting:
-            await self._pool.slots.acquire()
-        remaining = None if total is None else total - (anyio.current_time() - start)
-        if waiting.cancelled_caught or (remaining is not None and remaining <= 0):
-            if not waiting.cancelled_caught:
-                # The slot came just as the deadline ran out. An attempt with no time left
-                # could only fail, perhaps after the message reached the server: unsent is
-                # better.
-                self._pool.slots.release()
-            raise slot_timeout_error(
-                url=request.url, total=total, slots=self._config.max_connections
-            )
-        if remaining is None:
-            return request
-        return attrs.evolve(request, timeout=attrs.evolve(request.timeout, total=remaining))
+        with anyio.move_on_after(request.timeout.total):
+            await slots.acquire()
+            shortened = after_slot_wait(request, anyio.current_time() - start)
+            if shortened is not None:
+                return shortened
+            slots.release()
+        raise self._slot_timeout(request)
 
 
 def _check_limiter(rate_limiter: object) -> RateLimiter | None:

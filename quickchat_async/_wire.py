@@ -39,6 +39,7 @@ from ._exceptions import (
 )
 from ._models import HTTPResponse, Reply
 from ._types import JSONValue
+from ._validation import check_context, check_conv_id, check_metadata, check_text
 
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "connection_error",
     "deadline_error",
     "decode_reply",
+    "encode_say",
     "encode_turn",
     "error_from_response",
     "parse_retry_after",
@@ -132,6 +134,32 @@ def encode_turn(
         config.body_prefix + encoded[1:],
         config.timeout,
         config.max_response_bytes,
+    )
+
+
+def encode_say(
+    config: ClientConfig,
+    *,
+    text: object,
+    conv_id: object = None,
+    client_metadata: object = None,
+    message_context: object = None,
+) -> ChatRequest:
+    """Check the input of a bare `say()` and encode it; `kb_topic` may be in its metadata.
+
+    Raises:
+        ValidationError: bad input.
+    """
+    checked_text = check_text(text)
+    context = check_context(message_context, name="message_context")
+    checked_conv_id = check_conv_id(conv_id)
+    metadata = check_metadata(client_metadata, name="client_metadata", allow_kb_topic=True)
+    return encode_turn(
+        config,
+        text=checked_text,
+        conv_id=checked_conv_id,
+        client_metadata=metadata,
+        message_context=context,
     )
 
 

@@ -2,44 +2,83 @@
 
 ```
 Transport (protocol: send, aclose)      BaseTransport (async with, user_agent)
- ├── Httpx2Transport   httpx2, the default engine (asyncio and trio)
- ├── HttpxTransport    an httpx 0.28 client a caller passes (asyncio and trio)
- └── AiohttpTransport  aiohttp, for fan-out (asyncio only; extra [aiohttp])
+ ├── Httpx2Transport      httpx2, the default engine (asyncio and trio)
+ ├── HttpxTransport       an httpx 0.28 client a caller passes (asyncio and trio)
+ └── AiohttpTransport     aiohttp, for fan-out (asyncio only; extra [aiohttp])
+
+SyncTransport (protocol: send, close)   SyncBaseTransport (with, user_agent)
+ ├── SyncHttpx2Transport  httpx2, the blocking client's default (threads, gevent)
+ ├── SyncHttpxTransport   an httpx 0.28 client a caller passes
+ └── GeventTransport      geventhttpclient, for Locust (gevent only; extra [locust])
 ```
 """
 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable, Mapping
+from typing import Any, Final, cast
 
-import httpx2
+import attrs
 
 from quickchat_async._exceptions import ValidationError
 
 from ._aiohttp import AiohttpTransport
-from ._base import BaseTransport, Transport
-from ._httpx import HttpxTransport
-from ._httpx2 import Httpx2Transport
+from ._base import BaseTransport, SyncBaseTransport, SyncTransport, Transport
+from ._gevent import GeventTransport
+from ._httpx import HttpxTransport, SyncHttpxTransport
+from ._httpx2 import Httpx2Transport, SyncHttpx2Transport
 
-
-if TYPE_CHECKING:
-    import httpx
 
 __all__ = [
     "AiohttpTransport",
     "BaseTransport",
+    "GeventTransport",
     "Httpx2Transport",
     "HttpxTransport",
+    "SyncBaseTransport",
+    "SyncHttpx2Transport",
+    "SyncHttpxTransport",
+    "SyncTransport",
     "Transport",
+    "resolve_sync_transport",
     "resolve_transport",
 ]
 
-_ENGINES = "'httpx2' (the default), 'httpx', 'aiohttp'"
+
+@attrs.frozen
+class _Family:
+    """The transports of one kind of client (async or blocking).
+
+    Attributes:
+        engines: each `transport=` name and its transport class, the default first.
+        client_class: the name of the httpx-family client class this kind of client takes.
+        protocol: what a transport instance of this kind must be.
+        needs: the methods that makes, for the error message.
+    """
+
+    engines: Mapping[str, Callable[..., Any]]
+    client_class: str
+    protocol: type[Any]
+    needs: str
+
+
+_ASYNC: Final = _Family(
+    engines={"httpx2": Httpx2Transport, "httpx": HttpxTransport, "aiohttp": AiohttpTransport},
+    client_class="AsyncClient",
+    protocol=Transport,
+    needs="async send(request) and aclose() methods",
+)
+_SYNC: Final = _Family(
+    engines={"httpx2": SyncHttpx2Transport, "httpx": SyncHttpxTransport, "gevent": GeventTransport},
+    client_class="Client",
+    protocol=SyncTransport,
+    needs="send(request) and close() methods",
+)
 
 
 def resolve_transport(transport: object, http_client: object, max_connections: int) -> Transport:
-    """The transport a client's `transport=` and `http_client=` arguments ask for.
+    """The transport an async client's `transport=` and `http_client=` arguments ask for.
 
     A caller's client is never closed by the SDK; a transport built here is owned by the client.
 
@@ -48,27 +87,46 @@ def resolve_transport(transport: object, http_client: object, max_connections: i
         ImportError: an engine that is not installed (httpx, aiohttp).
         RuntimeError: ``"aiohttp"`` inside a trio event loop.
     """
+    return cast("Transport", _resolve(_ASYNC, transport, http_client, max_connections))
+
+
+def resolve_sync_transport(
+    transport: object, http_client: object, max_connections: int
+) -> SyncTransport:
+    """The transport a blocking client's `transport=` and `http_client=` arguments ask for.
+
+    Raises:
+        ValidationError: both arguments, an unknown engine, or not a transport or client.
+        ImportError: an engine that is not installed (httpx, geventhttpclient).
+        RuntimeError: ``"gevent"`` in a program that gevent has not monkey-patched.
+    """
+    return cast("SyncTransport", _resolve(_SYNC, transport, http_client, max_connections))
+
+
+def _resolve(family: _Family, transport: object, http_client: object, max_connections: int) -> Any:  # noqa: ANN401 -- a transport of the family
+    """The choice both kinds of client make, from the family's own engines."""
+    engines = family.engines
     if http_client is not None:
         if transport is not None:
             raise ValidationError("Pass http_client= or transport=, not both.")
-        if isinstance(http_client, httpx2.AsyncClient):
-            return Httpx2Transport(http_client)
         # Nobody holds an httpx client without having imported httpx.
-        httpx_module = sys.modules.get("httpx")
-        if httpx_module is not None and isinstance(http_client, httpx_module.AsyncClient):
-            return HttpxTransport(cast("httpx.AsyncClient", http_client))
+        for name in ("httpx2", "httpx"):
+            module = sys.modules.get(name)
+            if module is not None and isinstance(http_client, getattr(module, family.client_class)):
+                return engines[name](http_client)
         raise ValidationError(
-            "http_client must be an httpx2.AsyncClient or an httpx.AsyncClient, not "
-            f"{type(http_client).__name__}."
+            f"http_client must be an httpx2.{family.client_class} or an "
+            f"httpx.{family.client_class}, not {type(http_client).__name__}."
         )
-    if transport is None or transport == "httpx2":
-        return Httpx2Transport(max_connections=max_connections)
-    if transport == "httpx":
-        return HttpxTransport(max_connections=max_connections)
-    if transport == "aiohttp":
-        return AiohttpTransport(max_connections=max_connections)
+    if transport is None:
+        transport = next(iter(engines))
     if isinstance(transport, str):
-        raise ValidationError(f"Unknown transport {transport!r}; use {_ENGINES} or a Transport.")
-    if not isinstance(transport, Transport):
-        raise ValidationError("transport must have async send(request) and aclose() methods.")
+        if transport not in engines:
+            names = ", ".join(repr(name) for name in engines).replace(",", " (the default),", 1)
+            raise ValidationError(
+                f"Unknown transport {transport!r}; use {names} or a {family.protocol.__name__}."
+            )
+        return engines[transport](max_connections=max_connections)
+    if not isinstance(transport, family.protocol):
+        raise ValidationError(f"transport must have {family.needs}.")
     return transport

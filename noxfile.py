@@ -25,8 +25,8 @@ def install(session: nox.Session, *groups: str, package: bool = True) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite on asyncio and trio with branch coverage (>= 95%)."""
-    install(session, "tests")
+    """Run the test suite on asyncio and trio with branch coverage (>= 95%), the bots included."""
+    install(session, "tests", "examples")
     session.run("coverage", "erase")
     session.run("coverage", "run", "-m", "pytest", *session.posargs)
     session.run("coverage", "combine", success_codes=[0, 1])
@@ -69,10 +69,11 @@ def docs(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Fan-out benchmark against nginx on 127.0.0.1 (installed with apt-get if absent and root).
 
-    Not a default session: it takes a minute or two and prints ratios, never fails on speed.
+    The SDK beside raw httpx2, httpx and aiohttp, and openai's and anthropic's SDKs (the `bench`
+    dependency group). Not a default session: it takes about three minutes and prints ratios
+    and targets, never fails on speed. `nox -s bench -- --quick` is a smoke run of seconds.
     """
-    install(session)
-    session.install("requests>=2.31")
+    install(session, "bench")
     if not any(Path(d, "nginx").exists() for d in ("/usr/sbin", "/usr/bin", "/sbin")):
         if os.geteuid() == 0 and shutil.which("apt-get"):
             session.run("apt-get", "update", "-q", external=True)

@@ -8,20 +8,23 @@ start of every body (legacy flavor) here, once; neither ever shows in a repr.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, TypedDict
 
 import attrs
 
-from ._types import NOT_GIVEN, Flavor, Secret
+from ._types import NOT_GIVEN, Flavor, JSONValue, Secret
 from ._validation import (
     check_base_url,
     check_count,
     check_credential,
+    check_extra_body,
     check_headers,
+    check_no_secret,
     check_scenario_id,
     check_seconds,
 )
@@ -33,6 +36,8 @@ __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_TIMEOUT",
     "LEGACY_BASE_URL",
+    "Call",
+    "CallOptions",
     "ClientConfig",
     "Timeout",
 ]
@@ -95,6 +100,49 @@ def _env(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
+class CallOptions(TypedDict, total=False):
+    """Options of one call (`say()`), each replacing the client's setting for that turn only.
+
+    Attributes:
+        timeout: seconds each attempt may take, a `Timeout`, or None for no limit.
+        max_retries: how many times a failed request that is safe to resend is retried.
+        deadline: seconds the whole turn may take: every attempt, every backoff and every
+            `Retry-After` wait (None: no bound beyond the attempts' own).
+        extra_headers: headers added to this request (not the ones the SDK sets).
+        extra_body: JSON fields added to this request's body, for fields Quickchat may add
+            later; the documented fields cannot be replaced this way.
+    """
+
+    timeout: float | Timeout | None
+    max_retries: int
+    deadline: float | None
+    extra_headers: Mapping[str, str]
+    extra_body: Mapping[str, JSONValue]
+
+
+_CALL_OPTIONS: Final = frozenset(CallOptions.__annotations__)
+_OPTIONS: Final = ", ".join(sorted(_CALL_OPTIONS))
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Call:
+    """The settings one turn is sent with: the client's, or its per-call options.
+
+    Attributes:
+        timeout: the limits of each attempt.
+        max_retries: how many times a failed request that is safe to resend is retried.
+        deadline: seconds the whole turn may take (None: no bound beyond the attempts').
+        headers: the request's headers, authentication included (never shown).
+        extra_body: fields added to the body, if any.
+    """
+
+    timeout: Timeout
+    max_retries: int
+    deadline: float | None
+    headers: Mapping[str, str] = attrs.field(repr=False)
+    extra_body: Mapping[str, JSONValue] | None = attrs.field(default=None, repr=False)
+
+
 @attrs.frozen(kw_only=True, slots=True)
 class ClientConfig:
     """Everything a client's requests are built from, checked once.
@@ -107,6 +155,8 @@ class ClientConfig:
         timeout: the limits of one attempt.
         max_retries: how many times a failed request that is safe to resend is retried.
         retry_ambiguous: also retry failures after which the message may have been recorded.
+        deadline: seconds a whole turn may take, every attempt and wait included (None: no
+            bound beyond the attempts' own).
         max_connections: how many requests may be in flight at once.
         max_response_bytes: the largest response body read.
         headers: the headers of every request, authentication included (never shown).
@@ -122,6 +172,7 @@ class ClientConfig:
     timeout: Timeout
     max_retries: int
     retry_ambiguous: bool
+    deadline: float | None
     max_connections: int
     max_response_bytes: int
     headers: Mapping[str, str] = attrs.field(repr=False)
@@ -139,6 +190,7 @@ class ClientConfig:
         timeout: object,
         max_retries: object,
         retry_ambiguous: object,
+        deadline: object,
         default_headers: object,
         max_connections: object,
         max_response_bytes: object,
@@ -163,15 +215,14 @@ class ClientConfig:
         if base_url is None:
             base_url = CURRENT_BASE_URL if flavor is Flavor.CURRENT else LEGACY_BASE_URL
         base = check_base_url(base_url)
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json, text/plain",
-            "User-Agent": SDK_USER_AGENT,
-        }
-        extra = check_headers(default_headers)
-        if any(name.lower() == "user-agent" for name in extra):  # theirs, in any spelling
-            del headers["User-Agent"]
-        headers.update(extra)
+        headers = _merged_headers(
+            {
+                "Content-Type": "application/json",
+                "Accept": "application/json, text/plain",
+                "User-Agent": SDK_USER_AGENT,
+            },
+            check_headers(default_headers),
+        )
         return cls._with_credential(
             secret,
             flavor=flavor,
@@ -181,6 +232,7 @@ class ClientConfig:
             timeout=DEFAULT_TIMEOUT if timeout is NOT_GIVEN else Timeout.of(timeout),
             max_retries=check_count(max_retries, name="max_retries", minimum=0),
             retry_ambiguous=bool(retry_ambiguous),
+            deadline=check_seconds(deadline, name="deadline", optional=True),
             max_connections=check_count(max_connections, name="max_connections", minimum=1),
             max_response_bytes=check_count(
                 max_response_bytes, name="max_response_bytes", minimum=MIN_RESPONSE_BYTES
@@ -219,12 +271,21 @@ class ClientConfig:
         timeout: object = NOT_GIVEN,
         max_retries: object = NOT_GIVEN,
         retry_ambiguous: object = NOT_GIVEN,
+        deadline: object = NOT_GIVEN,
+        default_headers: object = NOT_GIVEN,
     ) -> ClientConfig:
-        """A copy with other per-request settings; the credential and the endpoint stay.
+        """A copy with other settings; the credential and the endpoint stay.
+
+        `default_headers` are merged over the current ones.
 
         Raises:
-            ValidationError: a bad value.
+            ValidationError: a bad value, named.
         """
+        headers = self.headers
+        if default_headers is not NOT_GIVEN:
+            extra = check_headers(default_headers)
+            check_no_secret(extra, self.secrets, name="default_headers")
+            headers = _merged_headers(dict(headers), extra)
         return attrs.evolve(
             self,
             timeout=self.timeout if timeout is NOT_GIVEN else Timeout.of(timeout),
@@ -234,6 +295,55 @@ class ClientConfig:
             retry_ambiguous=self.retry_ambiguous
             if retry_ambiguous is NOT_GIVEN
             else bool(retry_ambiguous),
+            deadline=self.deadline
+            if deadline is NOT_GIVEN
+            else check_seconds(deadline, name="deadline", optional=True),
+            headers=headers,
+        )
+
+    @functools.cached_property
+    def default_call(self) -> Call:
+        """The settings of a turn sent with no per-call options."""
+        return Call(
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            deadline=self.deadline,
+            headers=self.headers,
+        )
+
+    def call(self, options: CallOptions) -> Call:
+        """The settings of a turn sent with these per-call options.
+
+        Raises:
+            ValidationError: a bad value, named; an `extra_body` field that would replace a
+                documented one, or an extra header or field that carries the credential.
+            TypeError: an option that does not exist.
+        """
+        if not options:
+            return self.default_call
+        unknown = options.keys() - _CALL_OPTIONS
+        if unknown:
+            msg = f"unexpected keyword argument {min(unknown)!r} (per-call options: {_OPTIONS})"
+            raise TypeError(msg)
+        headers = self.headers
+        if "extra_headers" in options:
+            extra = check_headers(options["extra_headers"], name="extra_headers")
+            check_no_secret(extra, self.secrets, name="extra_headers")
+            headers = _merged_headers(dict(headers), extra)
+        extra_body = None
+        if "extra_body" in options:
+            extra_body = check_extra_body(options["extra_body"])
+            check_no_secret(extra_body, self.secrets, name="extra_body")
+        return Call(
+            timeout=Timeout.of(options["timeout"]) if "timeout" in options else self.timeout,
+            max_retries=check_count(options["max_retries"], name="max_retries", minimum=0)
+            if "max_retries" in options
+            else self.max_retries,
+            deadline=check_seconds(options["deadline"], name="deadline", optional=True)
+            if "deadline" in options
+            else self.deadline,
+            headers=headers,
+            extra_body=extra_body,
         )
 
     def with_user_agent(self, user_agent: str) -> ClientConfig:
@@ -241,3 +351,12 @@ class ClientConfig:
         if self.headers.get("User-Agent") != SDK_USER_AGENT:
             return self
         return attrs.evolve(self, headers={**self.headers, "User-Agent": user_agent})
+
+
+def _merged_headers(headers: dict[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """`extra` over `headers`; a User-Agent in any spelling replaces the SDK's."""
+    if any(name.lower() == "user-agent" for name in extra):
+        for name in [name for name in headers if name.lower() == "user-agent"]:
+            del headers[name]
+    headers.update(extra)
+    return headers

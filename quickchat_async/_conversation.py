@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Unpack
 
 import anyio
 
+from ._config import CallOptions
 from ._conversation_base import ConversationBase
 from ._models import Reply
 from ._sender import AsyncSender
@@ -67,6 +69,7 @@ class Conversation(ConversationBase[AsyncSender]):
         *,
         context: str | None = None,
         metadata: Mapping[str, JSONValue] | None = None,
+        **options: Unpack[CallOptions],
     ) -> Reply:
         """Send a message in this conversation and return the reply.
 
@@ -75,16 +78,22 @@ class Conversation(ConversationBase[AsyncSender]):
             context: `message_context` for this message: extra context for the AI, at most 1000
                 characters.
             metadata: `client_metadata` for this message only, merged over the conversation's.
+            **options: per-call `timeout`, `max_retries`, `deadline`, `extra_headers` and
+                `extra_body`, for this turn only (see `CallOptions`). The deadline counts from
+                when the turn gets its place in the conversation.
 
         Raises:
             ValidationError: before sending, on bad input (including more than 5 metadata keys
                 once merged with the conversation's and kb_topic).
             UnconfirmedStartError: the first message's outcome is unknown (see `start_over`).
             APIStatusError: the server answered with an error (see its subclasses).
-            APIConnectionError: no usable response (see `outcome_unknown`).
+            APIConnectionError: no usable response (see `outcome_unknown`); `APITimeoutError`
+                when an attempt or the whole turn (`deadline`) ran out of time.
             UnexpectedResponseError: a 2xx that is not the documented JSON.
         """
         turn_metadata = check_turn(text, context, metadata)
+        client = self._client
+        call = client.config.call(options)
         lock = self._lock
         if lock is None:
             lock = self._lock = anyio.Semaphore(1, fast_acquire=True)
@@ -93,11 +102,10 @@ class Conversation(ConversationBase[AsyncSender]):
         except anyio.WouldBlock:
             await lock.acquire()
         try:
-            client = self._client
             with self._session.turn(
-                text, context=context, turn_metadata=turn_metadata, config=client.config
+                text, context=context, turn_metadata=turn_metadata, config=client.config, call=call
             ) as turn:
-                reply = await client.send(turn.request, conv_id=turn.conv_id)
+                reply = await client.send(turn.request, conv_id=turn.conv_id, call=call)
                 # No await from here on: the turn is committed whole, or (on error or
                 # cancellation above) not at all.
                 turn.confirm(reply)

@@ -8,19 +8,19 @@ all send through it; `AsyncQuickchat` adds the factories that build them.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Unpack
 
 import anyio
 import anyio.abc
 
-from ._attempts import Retries, after_slot_wait
-from ._config import DEFAULT_MAX_RESPONSE_BYTES, ClientConfig, Timeout
+from ._attempts import Attempts, after_slot_wait
+from ._config import DEFAULT_MAX_RESPONSE_BYTES, Call, CallOptions, ClientConfig, Timeout
 from ._exceptions import QuickchatError, ValidationError
 from ._models import HTTPResponse, Reply
 from ._ratelimit import RateLimiter
 from ._sender_base import Pool, SenderBase
+from ._telemetry import TurnTrace
 from ._transports import BaseTransport, Transport, resolve_transport
 from ._types import NOT_GIVEN, JSONValue, NotGiven, Secret
 from ._wire import ChatRequest, encode_say
@@ -53,6 +53,7 @@ class AsyncSender(SenderBase[Transport, anyio.Semaphore], anyio.abc.AsyncResourc
         timeout: float | Timeout | NotGiven | None = NOT_GIVEN,
         max_retries: int = 2,
         retry_ambiguous: bool = False,
+        deadline: float | None = None,
         http_client: httpx2.AsyncClient | httpx.AsyncClient | None = None,
         default_headers: Mapping[str, str] | None = None,
         transport: Transport | Literal["httpx2", "httpx", "aiohttp"] | None = None,
@@ -72,6 +73,7 @@ class AsyncSender(SenderBase[Transport, anyio.Semaphore], anyio.abc.AsyncResourc
             timeout=timeout,
             max_retries=max_retries,
             retry_ambiguous=retry_ambiguous,
+            deadline=deadline,
             default_headers=default_headers,
             max_connections=max_connections,
             max_response_bytes=max_response_bytes,
@@ -91,17 +93,24 @@ class AsyncSender(SenderBase[Transport, anyio.Semaphore], anyio.abc.AsyncResourc
         timeout: float | Timeout | NotGiven | None = NOT_GIVEN,
         max_retries: int | NotGiven = NOT_GIVEN,
         retry_ambiguous: bool | NotGiven = NOT_GIVEN,
+        deadline: float | NotGiven | None = NOT_GIVEN,
+        default_headers: Mapping[str, str] | NotGiven = NOT_GIVEN,
         rate_limiter: RateLimiter | NotGiven | None = NOT_GIVEN,
     ) -> Self:
         """A client with other settings that shares this one's connections.
 
-        Closing it leaves the connections to this client, which still owns them.
+        Closing it leaves the connections to this client, which still owns them; closing this
+        client closes them for both. `default_headers` are merged over this client's.
 
         Raises:
-            ValidationError: a bad value.
+            ValidationError: a bad value, named.
         """
         derived = self._derive(
-            timeout=timeout, max_retries=max_retries, retry_ambiguous=retry_ambiguous
+            timeout=timeout,
+            max_retries=max_retries,
+            retry_ambiguous=retry_ambiguous,
+            deadline=deadline,
+            default_headers=default_headers,
         )
         derived._rate_limiter = (  # noqa: SLF001 -- a client of this very class
             self._rate_limiter
@@ -135,6 +144,7 @@ class AsyncSender(SenderBase[Transport, anyio.Semaphore], anyio.abc.AsyncResourc
         conv_id: str | None = None,
         client_metadata: Mapping[str, JSONValue] | None = None,
         message_context: str | None = None,
+        **options: Unpack[CallOptions],
     ) -> Reply:
         """Send one message and return the reply: a single stateless round trip.
 
@@ -143,69 +153,114 @@ class AsyncSender(SenderBase[Transport, anyio.Semaphore], anyio.abc.AsyncResourc
             conv_id: continue this conversation; None starts a new one.
             client_metadata: at most 5 keys, sent as is (`kb_topic` filters the Knowledge Base).
             message_context: extra context for the AI, at most 1000 characters.
+            **options: per-call `timeout`, `max_retries`, `deadline`, `extra_headers` and
+                `extra_body`, for this turn only (see `CallOptions`).
 
         Raises:
             ValidationError: before sending, on bad input.
             ClientClosedError: the client was closed.
             APIStatusError: the server answered with an error (see its subclasses).
-            APIConnectionError: no usable response (see `outcome_unknown`).
+            APIConnectionError: no usable response (see `outcome_unknown`); `APITimeoutError`
+                when an attempt or the whole turn (`deadline`) ran out of time.
             UnexpectedResponseError: a 2xx that is not the documented JSON.
         """
-        request = encode_say(
+        request, call = encode_say(
             self._config,
+            options,
             text=text,
             conv_id=conv_id,
             client_metadata=client_metadata,
             message_context=message_context,
         )
-        return await self.send(request, conv_id=conv_id)
+        return await self.send(request, conv_id=conv_id, call=call)
 
-    async def send(self, request: ChatRequest, *, conv_id: str | None = None) -> Reply:
+    async def send(
+        self, request: ChatRequest, *, conv_id: str | None = None, call: Call | None = None
+    ) -> Reply:
         """Send a prepared request under the retry policy and decode its reply.
 
         `say()` builds the request from checked input, as conversations do; a request made by
         hand is sent as it is. Give the `conv_id` it continues, if any: the legacy flavor
-        leaves it out of continuation replies.
+        leaves it out of continuation replies. `call` holds the turn's retries and deadline
+        (by default the client's).
 
         Raises:
             ClientClosedError: the client was closed.
             APIStatusError: the server answered with an error (see its subclasses).
-            APIConnectionError: no usable response (see `outcome_unknown`).
+            APIConnectionError: no usable response (see `outcome_unknown`); `APITimeoutError`
+                when an attempt or the whole turn ran out of time.
             UnexpectedResponseError: a 2xx that is not the documented JSON.
         """
-        started = time.monotonic()
+        attempts = self._attempts(request, call, anyio.current_time)
+        with self._telemetry.turn(self._config, request, conv_id) as trace:
+            if attempts.deadline_at is None:
+                reply = await self._with_retries(request, conv_id, attempts, trace)
+            else:
+                with anyio.move_on_after(attempts.call.deadline):
+                    reply = await self._with_retries(request, conv_id, attempts, trace)
+                    trace.replied(reply)
+                    return reply
+                raise attempts.deadline_error()
+            trace.replied(reply)
+            return reply
+
+    async def _with_retries(
+        self, request: ChatRequest, conv_id: str | None, attempts: Attempts, trace: TurnTrace
+    ) -> Reply:
+        """The attempts of one turn, under the retry policy (see `Attempts`)."""
         try:
-            return await self._attempt(request, conv_id, 1, started)
+            return await self._attempt(request, conv_id, 1, attempts, trace)
         except QuickchatError as exc:
-            retries = Retries.after(exc, config=self._config, url=request.url)
-            if retries is None:
+            if not attempts.retry_after(exc):
                 raise
-        async for attempt in retries:
+        async for attempt in attempts:
             with attempt:
-                retries.begin(attempt.num)
-                return await self._attempt(request, conv_id, attempt.num, started)
+                attempts.begin(attempt.num)
+                return await self._attempt(request, conv_id, attempt.num, attempts, trace)
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
     async def _attempt(
-        self, request: ChatRequest, conv_id: str | None, num: int, started: float
+        self,
+        request: ChatRequest,
+        conv_id: str | None,
+        num: int,
+        attempts: Attempts,
+        trace: TurnTrace,
     ) -> Reply:
         """One attempt: wait for the rate and a connection slot, send, decode."""
         self._check_open()
+        trace.attempt(num)
         if self._rate_limiter is not None:
             await self._rate_limiter.acquire()
-        return self._decode(await self._send(request), conv_id, num, started)
+        request = attempts.within_deadline(request)
+        try:
+            return self._decode(await self._send(request, attempts), conv_id, num, attempts)
+        except QuickchatError as exc:
+            trace.attempt_failed(num, exc)
+            overdue = attempts.failed(exc)
+            if overdue is not None:
+                raise overdue from exc
+            raise
 
-    async def _send(self, request: ChatRequest) -> HTTPResponse:
+    async def _send(self, request: ChatRequest, attempts: Attempts) -> HTTPResponse:
         """Hold a connection slot for the attempt; a full pool waits within the deadline."""
         slots = self._pool.slots
         try:
             slots.acquire_nowait()
         except anyio.WouldBlock:
             request = await self._wait_for_slot(request)
+        # Cleared when the transport answers, or fails and says whether it sent; left set when
+        # the turn's deadline cancels it mid-way, since the message may then have gone out.
+        attempts.sending = True
         try:
-            return await self._pool.transport.send(request)
+            response = await self._pool.transport.send(request)
+        except QuickchatError:
+            attempts.sending = False
+            raise
         finally:
             slots.release()
+        attempts.sending = False
+        return response
 
     async def _wait_for_slot(self, request: ChatRequest) -> ChatRequest:
         """Queue for a slot; the wait counts against the attempt's deadline."""

@@ -2,19 +2,22 @@
 
 `AsyncSender` (on anyio) and `SyncSender` (blocking) each add their own I/O: the connection
 slots they wait on, how they close their transport, and the loop of attempts. Everything they
-know about a client's configuration, whether it is open, and how a response becomes a `Reply`
-is here, once.
+know about a client's configuration, whether it is open, where its turns are reported
+(telemetry), and how a response becomes a `Reply` is here, once.
 """
 
 from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from ._config import ClientConfig, Timeout
+from ._attempts import Attempts
+from ._config import Call, ClientConfig, Timeout
 from ._exceptions import ClientClosedError
 from ._models import HTTPResponse, Reply
+from ._telemetry import NO_TELEMETRY, Telemetry
 from ._types import Flavor
 from ._wire import ChatRequest, decode_reply, slot_timeout_error
 
@@ -54,22 +57,40 @@ class Pool(Generic[_TransportT, _SlotsT]):
 class SenderBase(Generic[_TransportT, _SlotsT]):
     """A client's configuration, its shared connections and its open/closed state."""
 
-    __slots__ = ("_config", "_owns_pool", "_pool", "_state")
+    __slots__ = ("_config", "_owns_pool", "_pool", "_state", "_telemetry")
 
     def __init__(self, config: ClientConfig, pool: Pool[_TransportT, _SlotsT]) -> None:
         self._config = config
         self._pool = pool
         self._owns_pool = True
+        self._telemetry: Telemetry = NO_TELEMETRY
         self._state = _State.UNOPENED
 
-    def _derive(self, *, timeout: object, max_retries: object, retry_ambiguous: object) -> Self:
-        """A client with other settings on this one's connections (see `with_options`)."""
+    def _derive(
+        self,
+        *,
+        timeout: object,
+        max_retries: object,
+        retry_ambiguous: object,
+        deadline: object,
+        default_headers: object,
+    ) -> Self:
+        """A client with other settings on this one's connections (see `with_options`).
+
+        Raises:
+            ValidationError: a bad value, named.
+        """
         derived = object.__new__(type(self))
         derived._config = self._config.with_options(
-            timeout=timeout, max_retries=max_retries, retry_ambiguous=retry_ambiguous
+            timeout=timeout,
+            max_retries=max_retries,
+            retry_ambiguous=retry_ambiguous,
+            deadline=deadline,
+            default_headers=default_headers,
         )
         derived._pool = self._pool
         derived._owns_pool = False
+        derived._telemetry = self._telemetry
         derived._state = _State.UNOPENED
         return derived
 
@@ -104,6 +125,11 @@ class SenderBase(Generic[_TransportT, _SlotsT]):
     def max_retries(self) -> int:
         """How many times a request that is safe to resend is retried."""
         return self._config.max_retries
+
+    @property
+    def deadline(self) -> float | None:
+        """Seconds a whole turn may take, every attempt and wait included (None: no bound)."""
+        return self._config.deadline
 
     @property
     def transport(self) -> _TransportT:
@@ -163,16 +189,27 @@ class SenderBase(Generic[_TransportT, _SlotsT]):
 
     # --- one attempt --------------------------------------------------------------------------
 
+    def _attempts(
+        self, request: ChatRequest, call: Call | None, clock: Callable[[], float]
+    ) -> Attempts:
+        """A turn's attempts, with its per-call settings (by default the client's)."""
+        return Attempts(
+            self._config.default_call if call is None else call,
+            url=request.url,
+            retry_ambiguous=self._config.retry_ambiguous,
+            clock=clock,
+        )
+
     def _decode(
-        self, response: HTTPResponse, conv_id: str | None, num: int, started: float
+        self, response: HTTPResponse, conv_id: str | None, num: int, attempts: Attempts
     ) -> Reply:
-        """The reply of attempt `num` of a turn that started at `started` (monotonic)."""
+        """The reply of attempt `num` of a turn."""
         return decode_reply(
             response,
             config=self._config,
             conv_id=conv_id,
             attempts=num,
-            elapsed=time.monotonic() - started,
+            elapsed=time.monotonic() - attempts.started,
         )
 
     def _slot_timeout(self, request: ChatRequest) -> APITimeoutError:

@@ -20,7 +20,7 @@ from typing import Final, NamedTuple, Self
 
 import attrs
 
-from ._config import ClientConfig
+from ._config import Call, ClientConfig
 from ._exceptions import QuickchatError, UnconfirmedStartError, ValidationError
 from ._models import Reply, Turn, TurnStatus
 from ._types import JSONValue
@@ -233,8 +233,11 @@ class Session:
         context: str | None,
         turn_metadata: dict[str, JSONValue] | None,
         config: ClientConfig,
+        call: Call,
     ) -> TurnScope:
-        """Begin a turn (see `begin`) and encode its request; end it with the `TurnScope`.
+        """Begin a turn (see `begin`) and encode its request with the turn's `call` settings.
+
+        End it with the returned `TurnScope`.
 
         The caller holds the conversation's turn lock until the scope's block ends.
 
@@ -247,6 +250,7 @@ class Session:
         try:
             request = encode_turn(
                 config,
+                call,
                 text=turn.text,
                 conv_id=turn.conv_id,
                 client_metadata=turn.client_metadata,

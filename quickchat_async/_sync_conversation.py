@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from typing import Unpack
 
+from ._config import CallOptions
 from ._conversation_base import ConversationBase
 from ._models import Reply
 from ._sync_sender import SyncSender
@@ -58,6 +60,7 @@ class SyncConversation(ConversationBase[SyncSender]):
         *,
         context: str | None = None,
         metadata: Mapping[str, JSONValue] | None = None,
+        **options: Unpack[CallOptions],
     ) -> Reply:
         """Send a message in this conversation and return the reply.
 
@@ -66,23 +69,28 @@ class SyncConversation(ConversationBase[SyncSender]):
             context: `message_context` for this message: extra context for the AI, at most 1000
                 characters.
             metadata: `client_metadata` for this message only, merged over the conversation's.
+            **options: per-call `timeout`, `max_retries`, `deadline`, `extra_headers` and
+                `extra_body`, for this turn only (see `CallOptions`). The deadline counts from
+                when the turn gets its place in the conversation.
 
         Raises:
             ValidationError: before sending, on bad input (including more than 5 metadata keys
                 once merged with the conversation's and kb_topic).
             UnconfirmedStartError: the first message's outcome is unknown (see `start_over`).
             APIStatusError: the server answered with an error (see its subclasses).
-            APIConnectionError: no usable response (see `outcome_unknown`).
+            APIConnectionError: no usable response (see `outcome_unknown`); `APITimeoutError`
+                when an attempt or the whole turn (`deadline`) ran out of time.
             UnexpectedResponseError: a 2xx that is not the documented JSON.
         """
         turn_metadata = check_turn(text, context, metadata)
         client = self._client
+        call = client.config.call(options)
         with (
             self._lock,
             self._session.turn(
-                text, context=context, turn_metadata=turn_metadata, config=client.config
+                text, context=context, turn_metadata=turn_metadata, config=client.config, call=call
             ) as turn,
         ):
-            reply = client.send(turn.request, conv_id=turn.conv_id)
+            reply = client.send(turn.request, conv_id=turn.conv_id, call=call)
             turn.confirm(reply)
         return reply

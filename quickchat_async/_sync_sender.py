@@ -14,13 +14,14 @@ import threading
 import time
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Unpack
 
-from ._attempts import Retries, after_slot_wait
-from ._config import DEFAULT_MAX_RESPONSE_BYTES, ClientConfig, Timeout
+from ._attempts import Attempts, after_slot_wait
+from ._config import DEFAULT_MAX_RESPONSE_BYTES, Call, CallOptions, ClientConfig, Timeout
 from ._exceptions import QuickchatError
 from ._models import HTTPResponse, Reply
 from ._sender_base import Pool, SenderBase
+from ._telemetry import TurnTrace
 from ._transports import SyncBaseTransport, SyncTransport, resolve_sync_transport
 from ._types import NOT_GIVEN, JSONValue, NotGiven, Secret
 from ._wire import ChatRequest, encode_say
@@ -53,6 +54,7 @@ class SyncSender(SenderBase[SyncTransport, threading.Semaphore]):
         timeout: float | Timeout | NotGiven | None = NOT_GIVEN,
         max_retries: int = 2,
         retry_ambiguous: bool = False,
+        deadline: float | None = None,
         http_client: httpx2.Client | httpx.Client | None = None,
         default_headers: Mapping[str, str] | None = None,
         transport: SyncTransport | Literal["httpx2", "httpx", "gevent"] | None = None,
@@ -70,6 +72,7 @@ class SyncSender(SenderBase[SyncTransport, threading.Semaphore]):
             timeout=timeout,
             max_retries=max_retries,
             retry_ambiguous=retry_ambiguous,
+            deadline=deadline,
             default_headers=default_headers,
             max_connections=max_connections,
             max_response_bytes=max_response_bytes,
@@ -86,16 +89,23 @@ class SyncSender(SenderBase[SyncTransport, threading.Semaphore]):
         timeout: float | Timeout | NotGiven | None = NOT_GIVEN,
         max_retries: int | NotGiven = NOT_GIVEN,
         retry_ambiguous: bool | NotGiven = NOT_GIVEN,
+        deadline: float | NotGiven | None = NOT_GIVEN,
+        default_headers: Mapping[str, str] | NotGiven = NOT_GIVEN,
     ) -> Self:
         """A client with other settings that shares this one's connections.
 
-        Closing it leaves the connections to this client, which still owns them.
+        Closing it leaves the connections to this client, which still owns them; closing this
+        client closes them for both. `default_headers` are merged over this client's.
 
         Raises:
-            ValidationError: a bad value.
+            ValidationError: a bad value, named.
         """
         return self._derive(
-            timeout=timeout, max_retries=max_retries, retry_ambiguous=retry_ambiguous
+            timeout=timeout,
+            max_retries=max_retries,
+            retry_ambiguous=retry_ambiguous,
+            deadline=deadline,
+            default_headers=default_headers,
         )
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -126,6 +136,7 @@ class SyncSender(SenderBase[SyncTransport, threading.Semaphore]):
         conv_id: str | None = None,
         client_metadata: Mapping[str, JSONValue] | None = None,
         message_context: str | None = None,
+        **options: Unpack[CallOptions],
     ) -> Reply:
         """Send one message and return the reply: a single stateless round trip.
 
@@ -134,63 +145,101 @@ class SyncSender(SenderBase[SyncTransport, threading.Semaphore]):
             conv_id: continue this conversation; None starts a new one.
             client_metadata: at most 5 keys, sent as is (`kb_topic` filters the Knowledge Base).
             message_context: extra context for the AI, at most 1000 characters.
+            **options: per-call `timeout`, `max_retries`, `deadline`, `extra_headers` and
+                `extra_body`, for this turn only (see `CallOptions`).
 
         Raises:
             ValidationError: before sending, on bad input.
             ClientClosedError: the client was closed.
             APIStatusError: the server answered with an error (see its subclasses).
-            APIConnectionError: no usable response (see `outcome_unknown`).
+            APIConnectionError: no usable response (see `outcome_unknown`); `APITimeoutError`
+                when an attempt or the whole turn (`deadline`) ran out of time.
             UnexpectedResponseError: a 2xx that is not the documented JSON.
         """
-        request = encode_say(
+        request, call = encode_say(
             self._config,
+            options,
             text=text,
             conv_id=conv_id,
             client_metadata=client_metadata,
             message_context=message_context,
         )
-        return self.send(request, conv_id=conv_id)
+        return self.send(request, conv_id=conv_id, call=call)
 
-    def send(self, request: ChatRequest, *, conv_id: str | None = None) -> Reply:
+    def send(
+        self, request: ChatRequest, *, conv_id: str | None = None, call: Call | None = None
+    ) -> Reply:
         """Send a prepared request under the retry policy and decode its reply.
 
-        As `AsyncQuickchat.send`: give the `conv_id` the request continues, if any.
+        As `AsyncQuickchat.send`: give the `conv_id` the request continues, if any, and the
+        turn's settings in `call` (by default the client's). Its `deadline` bounds each attempt
+        and every wait between them; nothing can interrupt a blocking call, so it is kept by
+        giving each step no more than the time left.
 
         Raises:
             ClientClosedError: the client was closed.
             APIStatusError: the server answered with an error (see its subclasses).
-            APIConnectionError: no usable response (see `outcome_unknown`).
+            APIConnectionError: no usable response (see `outcome_unknown`); `APITimeoutError`
+                when an attempt or the whole turn ran out of time.
             UnexpectedResponseError: a 2xx that is not the documented JSON.
         """
-        started = time.monotonic()
+        attempts = self._attempts(request, call, time.monotonic)
+        with self._telemetry.turn(self._config, request, conv_id) as trace:
+            reply = self._with_retries(request, conv_id, attempts, trace)
+            trace.replied(reply)
+            return reply
+
+    def _with_retries(
+        self, request: ChatRequest, conv_id: str | None, attempts: Attempts, trace: TurnTrace
+    ) -> Reply:
+        """The attempts of one turn, under the retry policy (see `Attempts`)."""
         try:
-            return self._attempt(request, conv_id, 1, started)
+            return self._attempt(request, conv_id, 1, attempts, trace)
         except QuickchatError as exc:
-            retries = Retries.after(exc, config=self._config, url=request.url)
-            if retries is None:
+            if not attempts.retry_after(exc):
                 raise
-        for attempt in retries:
+        for attempt in attempts:
             with attempt:
-                retries.begin(attempt.num)
-                return self._attempt(request, conv_id, attempt.num, started)
+                attempts.begin(attempt.num)
+                return self._attempt(request, conv_id, attempt.num, attempts, trace)
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
     def _attempt(
-        self, request: ChatRequest, conv_id: str | None, num: int, started: float
+        self,
+        request: ChatRequest,
+        conv_id: str | None,
+        num: int,
+        attempts: Attempts,
+        trace: TurnTrace,
     ) -> Reply:
         """One attempt: wait for a connection slot, send, decode."""
         self._check_open()
-        return self._decode(self._send(request), conv_id, num, started)
+        trace.attempt(num)
+        request = attempts.within_deadline(request)
+        try:
+            return self._decode(self._send(request, attempts), conv_id, num, attempts)
+        except QuickchatError as exc:
+            trace.attempt_failed(num, exc)
+            overdue = attempts.failed(exc)
+            if overdue is not None:
+                raise overdue from exc
+            raise
 
-    def _send(self, request: ChatRequest) -> HTTPResponse:
+    def _send(self, request: ChatRequest, attempts: Attempts) -> HTTPResponse:
         """Hold a connection slot for the attempt; a full pool waits within the deadline."""
         slots = self._pool.slots
         if not slots.acquire(blocking=False):
             request = self._wait_for_slot(request)
+        attempts.sending = True
         try:
-            return self._pool.transport.send(request)
+            response = self._pool.transport.send(request)
+        except QuickchatError:
+            attempts.sending = False
+            raise
         finally:
             slots.release()
+        attempts.sending = False
+        return response
 
     def _wait_for_slot(self, request: ChatRequest) -> ChatRequest:
         """Queue for a slot; the wait counts against the attempt's deadline."""

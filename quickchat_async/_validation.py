@@ -28,10 +28,12 @@ __all__ = [
     "check_conv_id",
     "check_count",
     "check_credential",
+    "check_extra_body",
     "check_headers",
     "check_kb_topic",
     "check_metadata",
     "check_metadata_size",
+    "check_no_secret",
     "check_rate",
     "check_scenario_id",
     "check_seconds",
@@ -46,6 +48,10 @@ MAX_METADATA_KEYS: Final = 5
 MAX_CONTEXT_CHARS: Final = 1000
 #: The longest user key accepted. Keys are identifiers (a chat id, "telegram:42"), not content.
 MAX_USER_KEY_CHARS: Final = 512
+#: The body fields the Chat endpoint documents (both flavors); `extra_body` cannot replace them.
+_DOCUMENTED_FIELDS: Final = frozenset(
+    {"api_key", "scenario_id", "conv_id", "text", "client_metadata", "message_context"}
+)
 #: Headers the SDK sets itself; a caller may not replace them.
 _RESERVED_HEADERS: Final = frozenset(
     {"authorization", "proxy-authorization", "content-length", "host"}
@@ -103,7 +109,11 @@ def check_kb_topic(kb_topic: object) -> str | None:
 
 
 def check_metadata(
-    metadata: object, *, name: str = "metadata", allow_kb_topic: bool = False
+    metadata: object,
+    *,
+    name: str = "metadata",
+    allow_kb_topic: bool = False,
+    max_keys: int | None = MAX_METADATA_KEYS,
 ) -> dict[str, JSONValue]:
     """Client metadata: string keys, JSON values; returns a private copy.
 
@@ -112,6 +122,7 @@ def check_metadata(
         name: the argument's name, for the message.
         allow_kb_topic: whether a `kb_topic` key may appear. Conversations keep their topic in
             `kb_topic`, which enforces the rule that it is sent on every turn.
+        max_keys: the most keys allowed (None: any number).
     """
     if metadata is None:
         return {}
@@ -127,7 +138,8 @@ def check_metadata(
                 "conversation keeps kb_topic on every request, as Quickchat requires."
             )
         copy[key] = value
-    check_metadata_size(copy, name=name)
+    if max_keys is not None:
+        check_metadata_size(copy, name=name)
     try:
         _utf8(_JSON_CHECK.encode(copy), name)
     except (TypeError, ValueError) as exc:
@@ -137,6 +149,37 @@ def check_metadata(
     except RecursionError:
         raise ValidationError(f"{name} is nested too deeply to be sent as JSON.") from None
     return copy
+
+
+def check_extra_body(extra_body: object) -> dict[str, JSONValue]:
+    """Fields to add to one request's body: JSON, and none the endpoint documents.
+
+    Returns a private copy.
+    """
+    body = check_metadata(extra_body, name="extra_body", allow_kb_topic=True, max_keys=None)
+    replaced = sorted(body.keys() & _DOCUMENTED_FIELDS)
+    if replaced:
+        raise ValidationError(
+            f"extra_body may not set {', '.join(replaced)}: the SDK sends the documented fields "
+            "itself (pass them as say()'s own arguments, or as the client's credential)."
+        )
+    return body
+
+
+def check_no_secret(
+    values: Mapping[str, JSONValue], secrets: tuple[str, ...], *, name: str
+) -> None:
+    """Refuse extra headers or body fields that would carry the credential.
+
+    The message names the option and the key, never the value.
+    """
+    for key, value in values.items():
+        encoded = _JSON_CHECK.encode(value)
+        if any(secret and (secret in encoded or secret in key) for secret in secrets):
+            raise ValidationError(
+                f"{name} entry {key!r} carries the client's credential; the SDK sends it only "
+                "where the flavor puts it (the Authorization header, or the legacy api_key)."
+            )
 
 
 def check_metadata_size(metadata: Mapping[str, object], *, name: str = "client_metadata") -> None:

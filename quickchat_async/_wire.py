@@ -20,7 +20,14 @@ from typing import Final, TypeAlias, cast
 import attrs
 import orjson
 
-from ._config import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, ClientConfig, Timeout
+from ._config import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_TIMEOUT,
+    Call,
+    CallOptions,
+    ClientConfig,
+    Timeout,
+)
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -58,7 +65,9 @@ __all__ = [
     "parse_retry_after",
     "quote_server_text",
     "retry_delay",
+    "retry_log_line",
     "slot_timeout_error",
+    "turn_deadline_error",
     "unexpected_response",
 ]
 
@@ -87,6 +96,8 @@ class ChatRequest:
         body: the JSON body, already encoded.
         timeout: the limits for this attempt.
         max_response_bytes: read at most this much of the response body.
+        text: the user's message in the body, for telemetry that records it (when the user
+            opts in); None for a request built by hand.
     """
 
     url: str
@@ -94,6 +105,7 @@ class ChatRequest:
     body: bytes = attrs.field(repr=False)
     timeout: Timeout = DEFAULT_TIMEOUT
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    text: str | None = attrs.field(default=None, repr=False, kw_only=True)
 
     def __repr__(self) -> str:
         return f"<ChatRequest POST {self.url}>"
@@ -101,17 +113,18 @@ class ChatRequest:
 
 def encode_turn(
     config: ClientConfig,
+    call: Call,
     *,
     text: str,
     conv_id: str | None = None,
     client_metadata: Mapping[str, JSONValue] | None = None,
     message_context: str | None = None,
 ) -> ChatRequest:
-    """The request for one message, its fields in the documented order.
+    """The request for one message, its fields in the documented order, then `extra_body`.
 
     The inputs were validated; the body is encoded from them alone, so a failure here can hold
     no credential, and the config's body prefix (which starts with the legacy `api_key`) is
-    joined on only once nothing can fail.
+    joined on only once nothing can fail. `call` gives the headers and the attempt's limits.
 
     Raises:
         ValidationError: client_metadata changed since it was checked and is no longer JSON.
@@ -124,43 +137,53 @@ def encode_turn(
         fields["message_context"] = message_context
     if client_metadata:
         fields["client_metadata"] = cast("dict[str, JSONValue]", client_metadata)
+    if call.extra_body:
+        fields.update(call.extra_body)
     try:
         encoded = orjson.dumps(fields)
     except orjson.JSONEncodeError as exc:  # metadata changed since it was checked
         raise ValidationError(f"The message cannot be sent as JSON: {exc}.") from None
     return ChatRequest(
         config.url,
-        config.headers,
+        call.headers,
         config.body_prefix + encoded[1:],
-        config.timeout,
+        call.timeout,
         config.max_response_bytes,
+        text=text,
     )
 
 
 def encode_say(
     config: ClientConfig,
+    options: CallOptions,
     *,
     text: object,
     conv_id: object = None,
     client_metadata: object = None,
     message_context: object = None,
-) -> ChatRequest:
+) -> tuple[ChatRequest, Call]:
     """Check the input of a bare `say()` and encode it; `kb_topic` may be in its metadata.
 
+    Returns the request and the turn's settings (`options` over the client's).
+
     Raises:
-        ValidationError: bad input.
+        ValidationError: bad input, or a bad per-call option.
+        TypeError: a per-call option that does not exist.
     """
     checked_text = check_text(text)
     context = check_context(message_context, name="message_context")
     checked_conv_id = check_conv_id(conv_id)
     metadata = check_metadata(client_metadata, name="client_metadata", allow_kb_topic=True)
-    return encode_turn(
+    call = config.call(options)
+    request = encode_turn(
         config,
+        call,
         text=checked_text,
         conv_id=checked_conv_id,
         client_metadata=metadata,
         message_context=context,
     )
+    return request, call
 
 
 # --- the reply --------------------------------------------------------------------------------
@@ -462,6 +485,17 @@ def classify(
     return connection_error(url=url, action="failed talking to", cause=exc, sent=otherwise_sent)
 
 
+def turn_deadline_error(*, url: str, deadline: float | None, sent: bool) -> APITimeoutError:
+    """The error of a turn that reached its `deadline`, retries and waits included."""
+    advice = _UNKNOWN_ADVICE if sent else _UNSENT_ADVICE
+    return APITimeoutError(
+        f"The turn reached its deadline of {deadline:g} s (every attempt, backoff and "
+        f"Retry-After wait included) talking to {url}. {advice}",
+        url=url,
+        outcome_unknown=sent,
+    )
+
+
 def slot_timeout_error(*, url: str, total: float | None, slots: int) -> APITimeoutError:
     """The error of an attempt that found no free connection slot before its deadline."""
     return APITimeoutError(
@@ -470,6 +504,12 @@ def slot_timeout_error(*, url: str, total: float | None, slots: int) -> APITimeo
         "send less at once.",
         url=url,
     )
+
+
+def retry_log_line(url: str, num: int, attempts: int, last: BaseException) -> str:
+    """The INFO line logged before a retry (no credential, no message text)."""
+    reason = type(last).__name__
+    return f"Retrying the Chat request to {url} (attempt {num} of {attempts}) after {reason}"
 
 
 # --- the retry policy --------------------------------------------------------------------------

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, Unpack
 
 import anyio
 import attrs
 
+from quickchat_async._config import CallOptions
 from quickchat_async._conversation import Conversation
 from quickchat_async._exceptions import QuickchatError, StoreError, ValidationError
 from quickchat_async._models import Reply, Turn
@@ -261,6 +262,7 @@ class StoredConversation:
         *,
         context: str | None = None,
         metadata: Mapping[str, JSONValue] | None = None,
+        **options: Unpack[CallOptions],
     ) -> Reply:
         """Send a message in the user's conversation, and save the turn before returning.
 
@@ -274,6 +276,9 @@ class StoredConversation:
             text: the user's message.
             context: `message_context` for this message, at most 1000 characters.
             metadata: `client_metadata` for this message only, merged over the conversation's.
+            **options: per-call `timeout`, `max_retries`, `deadline`, `extra_headers` and
+                `extra_body`, for this turn only (see `CallOptions`). The deadline bounds the
+                exchange with Quickchat, not the wait for the user's lock.
 
         Raises:
             ValidationError: before sending, on bad input.
@@ -293,13 +298,14 @@ class StoredConversation:
         check_context(context)
         if metadata is not None:
             check_metadata(metadata)
+        self._client.config.call(options)  # bad options fail before the lock is taken
         store, user_key = self._store, self._user_key
         async with store.lock(user_key, ttl=self._lock_ttl, timeout=self._lock_timeout):
             record = await store.load(user_key)
             replaces = record.revision if record else None
             conversation = self._resume(record)
             try:
-                reply = await conversation.say(text, context=context, metadata=metadata)
+                reply = await conversation.say(text, context=context, metadata=metadata, **options)
             except QuickchatError as exc:
                 if exc.outcome_unknown and conversation.unconfirmed:
                     await self._keep_unconfirmed(conversation, replaces=replaces)

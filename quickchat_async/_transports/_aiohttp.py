@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import sniffio
@@ -124,6 +124,7 @@ class AiohttpTransport(BaseTransport):
         "_owns_session",
         "_progress",
         "_session",
+        "_session_headers",
         "_timeouts",
         "user_agent",
     )
@@ -142,6 +143,8 @@ class AiohttpTransport(BaseTransport):
         #: The User-Agent the client sends through this transport (unless default_headers set one).
         self.user_agent = f"quickchat-async/{__version__} aiohttp/{aiohttp.__version__}"
         self._session = session
+        #: The default headers of the owned session (see `_open`).
+        self._session_headers: Mapping[str, str] | None = None
         self._owns_session = session is None or close_session
         self._max_connections = max_connections
         self._closed = False
@@ -159,7 +162,13 @@ class AiohttpTransport(BaseTransport):
         """The underlying session; None until the first request of an owned one."""
         return self._session
 
-    def _open(self) -> aiohttp.ClientSession:
+    def _open(self, headers: Mapping[str, str]) -> aiohttp.ClientSession:
+        """Create the owned session, with the first request's headers as its defaults.
+
+        A request whose headers are those same ones (nearly every request of a client) then
+        passes none: aiohttp builds and checks a request's own headers anew each time, which
+        costs 5% of its instructions per request (callgrind, 64 in flight against nginx).
+        """
         import aiohttp  # noqa: PLC0415 -- an optional extra
 
         _require_asyncio(running=True)
@@ -168,8 +177,10 @@ class AiohttpTransport(BaseTransport):
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),  # conversations must not share cookies
             timeout=aiohttp.ClientTimeout(total=None),
+            headers=headers,
             auto_decompress=True,
         )
+        self._session_headers = headers
         return self._session
 
     def _timeout(self, timeout: Timeout) -> aiohttp.ClientTimeout:
@@ -203,14 +214,15 @@ class AiohttpTransport(BaseTransport):
         """
         if self._closed:
             raise ClientClosedError("This AiohttpTransport is closed.")
-        session = self._session or self._open()
+        session = self._session or self._open(request.headers)
+        headers = request.headers
         progress, task = self._progress, asyncio.current_task()
         progress[task] = True
         try:
             async with session.post(
                 request.url,
                 data=request.body,
-                headers=request.headers,
+                headers=None if headers is self._session_headers else headers,
                 allow_redirects=False,
                 timeout=self._timeout(request.timeout),
             ) as response:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-from types import ModuleType
 
 import httpx
 import pytest
@@ -17,9 +14,7 @@ from quickchat_async import MemoryStore
 from quickchat_async.emulator import EmulatorService, ServerHandle, serve
 from quickchat_async.testing import Emulator
 
-
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
+from ._support import EXAMPLES, ROOT, load_example
 
 
 def run_example(name: str, *args: str, stdin: str = "", env: dict[str, str] | None = None) -> str:
@@ -39,16 +34,6 @@ def run_example(name: str, *args: str, stdin: str = "", env: dict[str, str] | No
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
-
-
-def load_example(name: str) -> ModuleType:
-    """Import `examples/<name>` as a module."""
-    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), EXAMPLES / name)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(name="served")

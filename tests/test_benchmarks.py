@@ -1,0 +1,96 @@
+"""The benchmark harness (benchmarks/bench.py) runs end to end, so that it cannot rot."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+import pytest
+
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+
+ROWS = {
+    "raw httpx2",
+    "raw httpx 0.28",
+    "raw aiohttp",
+    "SDK default",
+    "SDK on httpx 0.28",
+    "SDK on aiohttp",
+    "openai default",
+    "openai on aiohttp",
+    "anthropic default",
+    "anthropic on aiohttp",
+    "requests (seed snippet)",
+}
+
+
+@pytest.fixture(name="bench_server")
+def _bench_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """benchmarks/bench_server.py, imported as the benchmark imports it."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    yield importlib.import_module("bench_server")
+    sys.modules.pop("bench_server", None)
+
+
+@pytest.mark.network
+class TestReplyServer:
+    @pytest.mark.parametrize("fallback", [True, False], ids=["fallback", "nginx"])
+    def test_answers_each_api_path_with_its_own_reply(self, bench_server, fallback):
+        """Each API's path gets that API's JSON reply, from nginx or from the fallback server."""
+        if not fallback and bench_server.nginx_path() is None:
+            pytest.skip("nginx is not installed (nox -s bench installs it)")
+        with (
+            bench_server.reply_server(force_fallback=fallback) as (url, name),
+            httpx.Client(timeout=5) as client,
+        ):
+            assert ("fallback" in name) is fallback
+            for path, body in bench_server.REPLIES.items():
+                response = client.post(f"{url}{path}", json={"text": "Hello!"})
+                assert response.status_code == 200
+                assert response.headers["content-type"] == "application/json"
+                assert response.json() == json.loads(body)
+            assert client.post(f"{url}/elsewhere", json={}).status_code == 404
+
+
+@pytest.mark.network
+@pytest.mark.slow
+class TestQuickRun:
+    def test_measures_every_row_and_judges_every_target(self, tmp_path):
+        """`bench.py --quick` measures every row in one run and prints a verdict per target."""
+        results_path = tmp_path / "results.json"
+        # One request per worker: what is checked is the run, not its speed.
+        command = [str(BENCHMARKS / "bench.py"), "--quick", "--requests", "64"]
+        done = subprocess.run(  # noqa: S603 -- this interpreter, our own script
+            [sys.executable, *command, "--json", str(results_path)],
+            capture_output=True,
+            text=True,
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            },
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        results = json.loads(results_path.read_text(encoding="utf-8"))
+        assert set(results["rows"]) == ROWS
+        for name, row in results["rows"].items():
+            assert row["requests_per_s"] > 0, name
+            assert row["engine"], name
+            assert f"| {name} | {row['engine']} |" in done.stdout
+        assert results["rows"]["SDK on aiohttp"]["engine"] == "AiohttpTransport"
+        assert len(results["targets"]) >= 8
+        for target in results["targets"]:
+            verdict = "yes" if target["met"] else "no"
+            assert f"| {target['target']} | {target['measured']} | {verdict} |" in done.stdout
+        assert results["bytes_per_conversation"] > 0
+        assert results["bytes_per_turn"] > 0

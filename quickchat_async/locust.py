@@ -15,7 +15,9 @@ A failed turn ends its task (`TurnError`, a `RescheduleTask`), as the rest of a 
 conversation would make no sense; a task may catch it, and read the SDK's error in `error`.
 
 Install it with ``pip install "quickchat-async[locust]"``. Importing this module imports
-Locust, which monkey-patches the process for gevent: import it from locustfiles only.
+Locust, which monkey-patches the process for gevent: import it from locustfiles run by the
+``locust`` command (which patches before anything else is imported). Elsewhere, import
+``locust`` before ``quickchat_async``: gevent cannot patch `ssl` once it is in use.
 
 Example locustfile::
 

@@ -129,6 +129,10 @@ class _Once:
         return chunk
 
 
+#: How many URLs and timeouts a transport keeps converted to the library's.
+_CACHED: Final = 64
+
+
 class _Progress:
     """Follows one request through the engine's trace events (httpcore's or httpcore2's).
 
@@ -167,7 +171,7 @@ class _HoldsClient(Generic[_ClientT]):
         close_client: hand `client` over: closing the transport closes it too.
     """
 
-    __slots__ = ("_client", "_owns_client", "user_agent")
+    __slots__ = ("_client", "_limits", "_owns_client", "_urls", "user_agent")
 
     #: The library this transport sends through.
     engine: ClassVar[Engine]
@@ -196,6 +200,10 @@ class _HoldsClient(Generic[_ClientT]):
                 ),
             )
         self._client: _ClientT = client
+        #: The library's parsed URL of each URL sent to (a client's requests share one), and
+        #: its Timeout for each of ours (the client's, and the few that slot waits shorten).
+        self._urls: dict[str, Any] = {}
+        self._limits: dict[Timeout, Any] = {}
 
     def __repr__(self) -> str:
         owner = "owned" if self._owns_client else "caller's"
@@ -208,13 +216,24 @@ class _HoldsClient(Generic[_ClientT]):
 
     def _build(self, request: ChatRequest, trace: object) -> Any:  # noqa: ANN401 -- the library's Request
         """The library's request for `request`: its limits, no redirects, traced."""
+        module = self.engine.module
+        url = self._urls.get(request.url)
+        if url is None:  # parsing the URL each time costs a tenth of the library's work
+            url = module.URL(request.url)
+            if len(self._urls) < _CACHED:
+                self._urls[request.url] = url
         timeout = request.timeout
+        limits = self._limits.get(timeout)
+        if limits is None:
+            limits = module.Timeout(timeout.total, connect=timeout.connect)
+            if len(self._limits) < _CACHED:
+                self._limits[timeout] = limits
         return cast("Any", self._client).build_request(
             "POST",
-            request.url,
+            url,
             content=request.body,
             headers=request.headers,
-            timeout=self.engine.module.Timeout(timeout.total, connect=timeout.connect),
+            timeout=limits,
             extensions={"trace": trace},
         )
 

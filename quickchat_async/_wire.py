@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import html
+import json
 import math
 import re
 import time
@@ -141,8 +142,8 @@ def encode_turn(
         fields.update(call.extra_body)
     try:
         encoded = orjson.dumps(fields)
-    except orjson.JSONEncodeError as exc:  # metadata changed since it was checked
-        raise ValidationError(f"The message cannot be sent as JSON: {exc}.") from None
+    except orjson.JSONEncodeError:
+        encoded = _encode_slowly(fields)
     return ChatRequest(
         config.url,
         call.headers,
@@ -184,6 +185,25 @@ def encode_say(
         message_context=context,
     )
     return request, call
+
+
+#: The encoder for what orjson refuses although it is JSON: integers beyond 64 bits, and
+#: nesting deeper than 254 levels (the validation's own check allows both).
+_JSON_BODY: Final = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, check_circular=True, separators=(",", ":")
+)
+
+
+def _encode_slowly(fields: dict[str, JSONValue]) -> bytes:
+    """Encode a body orjson refused: JSON it cannot write, or metadata changed since checked.
+
+    Raises:
+        ValidationError: client_metadata is no longer JSON.
+    """
+    try:
+        return _JSON_BODY.encode(fields).encode()
+    except (TypeError, ValueError, RecursionError) as exc:  # changed since it was checked
+        raise ValidationError(f"The message cannot be sent as JSON: {exc}.") from None
 
 
 # --- the reply --------------------------------------------------------------------------------

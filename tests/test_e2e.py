@@ -6,7 +6,7 @@ the SDK sent is read from the emulator's record, not from a mock.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -21,26 +21,12 @@ from quickchat_async import (
     ScenarioNotFoundError,
     TurnStatus,
 )
-from quickchat_async.emulator import EmulatorService, ServerHandle, serve
+from quickchat_async.testing import Emulator
 
 
 pytestmark = pytest.mark.anyio
 
 QUESTION = "How do I return an item?"
-
-
-@pytest.fixture(name="server", scope="module")
-def _server() -> Iterator[ServerHandle]:
-    """One emulator on a loopback port for the whole module (demo scenario and credentials)."""
-    with serve(EmulatorService()) as server:
-        yield server
-
-
-@pytest.fixture(name="service")
-def _service(server: ServerHandle) -> EmulatorService:
-    """The served emulator's core, with nothing recorded or scripted."""
-    server.service.reset()
-    return server.service
 
 
 @pytest.fixture(name="flavor", params=["current", "legacy"])
@@ -52,14 +38,12 @@ MakeClient = Callable[..., AsyncQuickchat]
 
 
 @pytest.fixture(name="make_client")
-async def _make_client(server: ServerHandle, flavor: str) -> AsyncIterator[MakeClient]:
+async def _make_client(served: Emulator, flavor: str) -> AsyncIterator[MakeClient]:
     """Build clients of the test's flavor pointed at the served emulator; closed afterwards."""
     made: list[AsyncQuickchat] = []
 
     def make(**options: Any) -> AsyncQuickchat:
-        credential = {"token": "demo-token"} if flavor == "current" else {"api_key": "demo-key"}
-        options = {"scenario_id": "demo", "base_url": server.base_url, **credential, **options}
-        client = AsyncQuickchat(**options)
+        client = served.client(flavor=flavor, **options)  # type: ignore[arg-type]
         made.append(client)
         return client
 
@@ -74,7 +58,7 @@ def _client(make_client: MakeClient) -> AsyncQuickchat:
 
 
 class TestConversation:
-    async def test_conv_id_is_captured(self, client: AsyncQuickchat, service: EmulatorService):
+    async def test_conv_id_is_captured(self, client: AsyncQuickchat, served: Emulator):
         """The first reply's conv_id is kept, so both turns land in one server conversation."""
         conv = client.conversation()
 
@@ -83,12 +67,10 @@ class TestConversation:
 
         assert conv.conv_id == first.conv_id == second.conv_id
         assert (first.ord_number, second.ord_number) == (3, 5)
-        assert service.user_messages(conv.conv_id) == ("Hello", "Still there?")
-        assert len(service.conversations()) == 1
+        assert served.user_messages(conv.conv_id) == ("Hello", "Still there?")
+        assert len(served.conversations()) == 1
 
-    async def test_kb_topic_is_sticky_and_recorded(
-        self, client: AsyncQuickchat, service: EmulatorService
-    ):
+    async def test_kb_topic_is_sticky_and_recorded(self, client: AsyncQuickchat, served: Emulator):
         """kb_topic goes with every message, and changing it changes the answers."""
         conv = client.conversation(kb_topic="billing")
 
@@ -98,14 +80,14 @@ class TestConversation:
         shipping = await conv.say(QUESTION)
 
         assert conv.conv_id is not None
-        users = [m for m in service.messages(conv.conv_id) if m.role.value == "user"]
+        users = [m for m in served.messages(conv.conv_id) if m.role.value == "user"]
         topics = [(m.client_metadata or {}).get("kb_topic") for m in users]
         assert topics == ["billing", "billing", "shipping"]
         assert billing.text == again.text != shipping.text
         assert "refund" in billing.text.lower()
         assert "<br>" not in billing.text
 
-    async def test_message_context(self, client: AsyncQuickchat, service: EmulatorService):
+    async def test_message_context(self, client: AsyncQuickchat, served: Emulator):
         """A turn's context is recorded as that message's message_context only."""
         conv = client.conversation()
 
@@ -113,29 +95,29 @@ class TestConversation:
         await conv.say("And now?")
 
         assert conv.conv_id is not None
-        messages = service.messages(conv.conv_id)
+        messages = served.messages(conv.conv_id)
         assert messages[1].message_context == "The user is on the checkout page"
         assert messages[3].message_context is None
 
-    async def test_client_metadata(self, client: AsyncQuickchat, service: EmulatorService):
+    async def test_client_metadata(self, client: AsyncQuickchat, served: Emulator):
         """client_metadata arrives as sent, merged with the conversation's and its kb_topic."""
         reply = await client.say("Hi", client_metadata={"user_id": "42", "plan": "pro"})
         conv = client.conversation(kb_topic="technical", metadata={"app": "bot"})
         await conv.say("Help", metadata={"screen": "login"})
 
-        assert service.messages(reply.conv_id)[1].client_metadata == {
+        assert served.messages(reply.conv_id)[1].client_metadata == {
             "user_id": "42",
             "plan": "pro",
         }
         assert conv.conv_id is not None
-        assert service.messages(conv.conv_id)[1].client_metadata == {
+        assert served.messages(conv.conv_id)[1].client_metadata == {
             "kb_topic": "technical",
             "app": "bot",
             "screen": "login",
         }
 
     async def test_snapshot_and_resume(
-        self, client: AsyncQuickchat, make_client: MakeClient, service: EmulatorService
+        self, client: AsyncQuickchat, make_client: MakeClient, served: Emulator
     ):
         """A snapshot resumed by another client continues the same server conversation."""
         conv = client.conversation(kb_topic="shipping")
@@ -149,7 +131,7 @@ class TestConversation:
         assert resumed.conv_id == conv.conv_id == reply.conv_id
         assert reply.ord_number == 5
         assert len(resumed.history) == 2
-        last = service.messages(reply.conv_id)[3]
+        last = served.messages(reply.conv_id)[3]
         assert (last.text, last.client_metadata) == ("Any news?", {"kb_topic": "shipping"})
 
 
@@ -172,52 +154,48 @@ class TestDocumentedErrors:
         with pytest.raises(expected):
             await client.say("Hi")
 
-    async def test_unknown_conversation(self, client: AsyncQuickchat, service: EmulatorService):
+    async def test_unknown_conversation(self, client: AsyncQuickchat, served: Emulator):
         """A conv_id the server does not know is a ConversationNotFoundError."""
         with pytest.raises(ConversationNotFoundError):
             await client.say("Hi", conv_id="0123456789abcdef")
-        assert service.conversations() == ()
+        assert served.conversations() == ()
 
 
 class TestFaults:
-    async def test_rate_limit_is_retried(self, client: AsyncQuickchat, service: EmulatorService):
+    async def test_rate_limit_is_retried(self, client: AsyncQuickchat, served: Emulator):
         """A 429 is retried (Retry-After honoured), and the turn is recorded once."""
-        service.faults.script(["rate_limit"])
+        served.faults.script(["rate_limit"])
 
         reply = await client.say("Hi")
 
-        assert service.user_messages(reply.conv_id) == ("Hi",)
-        assert service.stats().by_status == {200: 1, 429: 1}
+        assert served.user_messages(reply.conv_id) == ("Hi",)
+        assert served.stats().by_status == {200: 1, 429: 1}
 
-    async def test_rate_limit_without_retries(
-        self, make_client: MakeClient, service: EmulatorService
-    ):
+    async def test_rate_limit_without_retries(self, make_client: MakeClient, served: Emulator):
         """With retries off, a 429 is a RateLimitError carrying Retry-After."""
-        service.faults.script(["rate_limit"])
+        served.faults.script(["rate_limit"])
 
         with pytest.raises(RateLimitError) as info:
             await make_client(max_retries=0).say("Hi")
         assert info.value.retry_after == 1.0
 
-    async def test_error_after_the_turn(self, client: AsyncQuickchat, service: EmulatorService):
+    async def test_error_after_the_turn(self, client: AsyncQuickchat, served: Emulator):
         """A 500 after the turn was recorded is not resent: no duplicate on the server."""
         conv = client.conversation()
         await conv.say("Hello")
-        service.faults.script(["error_after"])
+        served.faults.script(["error_after"])
 
         with pytest.raises(InternalServerError):
             await conv.say("Once only")
 
         assert conv.conv_id is not None
-        assert service.user_messages(conv.conv_id) == ("Hello", "Once only")
+        assert served.user_messages(conv.conv_id) == ("Hello", "Once only")
 
-    async def test_dropped_connection_is_reconciled(
-        self, client: AsyncQuickchat, service: EmulatorService
-    ):
+    async def test_dropped_connection_is_reconciled(self, client: AsyncQuickchat, served: Emulator):
         """A turn whose connection dropped is unconfirmed, then found to have landed."""
         conv = client.conversation()
         await conv.say("Hello")
-        service.faults.script(["drop_after"])
+        served.faults.script(["drop_after"])
 
         with pytest.raises(APIConnectionError) as info:
             await conv.say("Did this land?")
@@ -230,4 +208,4 @@ class TestFaults:
             TurnStatus.CONFIRMED,
         ]
         assert conv.conv_id is not None
-        assert service.user_messages(conv.conv_id) == ("Hello", "Did this land?", "Next")
+        assert served.user_messages(conv.conv_id) == ("Hello", "Did this land?", "Next")

@@ -1,11 +1,13 @@
-"""Fan-out: many conversations at once, each job's result on its own, rates respected."""
+"""Fan-out: many conversations at once, each job's result on its own, rates respected.
+
+Jobs talk to the project's emulator, in process (the shared `emulator` fixture).
+"""
 
 from __future__ import annotations
 
 import anyio
 import pytest
 
-import quickchat_async._ratelimit as ratelimit
 from quickchat_async import (
     FanOut,
     FanOutResult,
@@ -14,15 +16,9 @@ from quickchat_async import (
     Script,
     ValidationError,
 )
-from quickchat_async.testing import Emulator
 
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(name="emulator")
-def _emulator() -> Emulator:
-    return Emulator(seed=1)
 
 
 class TestResults:
@@ -228,50 +224,3 @@ class TestRateLimits:
         async with emulator.client() as client:
             with pytest.raises(ValidationError):
                 await client.fan_out([["a"]], **options)
-
-    def test_bad_burst(self):
-        """A burst below one request could never let one through."""
-        with pytest.raises(ValidationError, match="burst"):
-            RateLimiter(per_second=1, burst=0.5)
-
-
-class TestTokenBucket:
-    @pytest.fixture(name="clock")
-    def _clock(self, monkeypatch):
-        """A fake clock: sleeping advances it, so the bucket's waits are exact."""
-        clock = {"now": 100.0, "slept": []}
-
-        async def sleep(seconds):
-            clock["slept"].append(round(seconds, 6))
-            clock["now"] += seconds
-
-        monkeypatch.setattr(ratelimit.anyio, "current_time", lambda: clock["now"])
-        monkeypatch.setattr(ratelimit.anyio, "sleep", sleep)
-        return clock
-
-    async def test_requests_are_spaced_evenly(self, clock):
-        """With burst 1, the first goes at once and each next one 1/rate later."""
-        limiter = RateLimiter(per_second=4)
-        for _ in range(4):
-            await limiter.acquire()
-
-        assert clock["slept"] == [0.25, 0.25, 0.25]
-
-    async def test_idle_time_refills_up_to_the_burst(self, clock):
-        """After a quiet spell, `burst` requests go at once, then the rate resumes."""
-        limiter = RateLimiter(per_minute=60, burst=3)
-        for _ in range(3):
-            await limiter.acquire()
-        clock["now"] += 3600  # an hour idle earns no more than the burst
-        for _ in range(4):
-            await limiter.acquire()
-
-        assert clock["slept"] == [1.0]
-
-    async def test_both_limits_apply(self, clock):
-        """The stricter of per-second and per-minute decides the spacing."""
-        limiter = RateLimiter(per_second=10, per_minute=30)
-        for _ in range(3):
-            await limiter.acquire()
-
-        assert clock["slept"] == [0.1, 1.9, 2.0]

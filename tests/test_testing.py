@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import httpx2
 import pytest
 
 from quickchat_async import (
     ChatRequest,
     Flavor,
     HTTPResponse,
+    Httpx2Transport,
     HttpxTransport,
     QuickchatError,
     RateLimitError,
@@ -15,7 +17,6 @@ from quickchat_async import (
 )
 from quickchat_async.emulator import (
     EmulatorService,
-    EmulatorTransport,
     Fault,
     KnowledgeBase,
     Scenario,
@@ -23,12 +24,14 @@ from quickchat_async.emulator import (
 )
 from quickchat_async.testing import IN_PROCESS_URL, Emulator
 
+from .conftest import API_KEY, SCENARIO_ID, TOKEN
+
 
 pytestmark = pytest.mark.anyio
 
 
-class NotHttpx:
-    """A Transport that is not httpx (it never gets to send anything here)."""
+class NotHttpx2:
+    """A Transport that is not httpx2 (it never gets to send anything here)."""
 
     async def send(self, request: ChatRequest, /) -> HTTPResponse:  # pragma: no cover
         raise NotImplementedError
@@ -96,44 +99,51 @@ class TestConfiguration:
 
 class TestInProcess:
     @pytest.mark.parametrize("flavor", ["current", "legacy"])
-    async def test_both_flavors(self, flavor):
-        """client() speaks either flavor to the emulator, with no socket."""
-        emulator = Emulator()
-
+    async def test_both_flavors(self, emulator: Emulator, flavor):
+        """client() speaks either flavor to the emulator, with no socket (nothing listens)."""
         async with emulator.client(flavor=flavor) as client:
             reply = await client.say("Hello")
 
         assert client.flavor is Flavor(flavor)
-        assert isinstance(client.transport, HttpxTransport)
-        assert isinstance(client.transport.client._transport, EmulatorTransport)
-        assert reply.conv_id is not None
+        assert client.base_url == IN_PROCESS_URL
+        assert isinstance(client.transport, Httpx2Transport)
         assert emulator.messages(reply.conv_id)[1].flavor.value == flavor
+
+    def test_the_scenarios_credentials(self, emulator: Emulator):
+        """client() fills in the first scenario's ID and credential for the flavor."""
+        assert (emulator.scenario_id, emulator.token, emulator.api_key) == (
+            SCENARIO_ID,
+            TOKEN,
+            API_KEY,
+        )
+        assert emulator.client().scenario_id == SCENARIO_ID
 
     def test_unknown_flavor(self):
         """A flavor that is neither current nor legacy is a ValueError."""
         with pytest.raises(ValueError, match="flavor must be 'current' or 'legacy'"):
             Emulator().client(flavor="future")  # type: ignore[arg-type]
 
-    async def test_client_options(self):
+    async def test_client_options(self, emulator: Emulator):
         """Other options go to AsyncQuickchat."""
-        async with Emulator().client(max_retries=0, timeout=3.0) as client:
+        async with emulator.client(max_retries=0, timeout=3.0) as client:
             assert client.max_retries == 0
             assert client.timeout.total == 3.0
 
-    @pytest.mark.parametrize("transport", ["aiohttp", NotHttpx()], ids=["name", "instance"])
-    def test_other_transports_need_serving(self, transport):
-        """In process only httpx can reach the emulator: another transport is a ValueError."""
-        with pytest.raises(ValueError, match="answers through httpx: serve it"):
-            Emulator().client(transport=transport)
+    @pytest.mark.parametrize(
+        "transport", ["aiohttp", "httpx", NotHttpx2()], ids=["aiohttp", "httpx", "instance"]
+    )
+    def test_other_transports_need_serving(self, emulator: Emulator, transport):
+        """In process only httpx2 can reach the emulator: another transport is a ValueError."""
+        with pytest.raises(ValueError, match="answers through httpx2: serve it"):
+            emulator.client(transport=transport)
 
-    async def test_transport_httpx_is_fine(self):
-        """transport="httpx" is what it uses anyway."""
-        async with Emulator().client(transport="httpx") as client:
+    async def test_transport_httpx2_is_fine(self, emulator: Emulator):
+        """transport="httpx2" is what it uses anyway."""
+        async with emulator.client(transport="httpx2") as client:
             assert (await client.say("Hi")).text
 
-    async def test_your_own_http_client(self):
-        """A caller's httpx client from http_client() is used, and left open."""
-        emulator = Emulator()
+    async def test_your_own_http_client(self, emulator: Emulator):
+        """A caller's httpx2 client from http_client() is used, and left open."""
         async with emulator.http_client() as http:
             async with emulator.client(http_client=http) as client:
                 await client.say("Hi")
@@ -141,19 +151,19 @@ class TestInProcess:
 
         assert emulator.stats().replied == 1
 
-    async def test_http_client(self):
-        """http_client() posts to the emulator in process; any host will do."""
-        emulator = Emulator()
-
-        async with emulator.http_client() as http:
+    async def test_http_client(self, emulator: Emulator):
+        """http_client() is a plain httpx2 client that posts to the emulator; any host will do."""
+        async with emulator.http_client(headers={"X-App": "bot"}) as http:
             response = await http.post(
                 "http://anywhere/chat",
-                json={"scenario_id": "demo", "text": "Hi"},
-                headers={"Authorization": "Bearer demo-token"},
+                json={"scenario_id": SCENARIO_ID, "text": "Hi"},
+                headers={"Authorization": f"Bearer {TOKEN}"},
             )
 
+        assert isinstance(http, httpx2.AsyncClient)
         assert response.json()["ord_number"] == 3
-        assert response.request.headers["user-agent"].startswith("quickchat-async/")
+        assert response.request.headers["x-app"] == "bot"
+        assert emulator.stats().replied == 1
 
 
 class TestRecord:

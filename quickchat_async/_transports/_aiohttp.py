@@ -162,7 +162,7 @@ class AiohttpTransport(BaseTransport):
         """The underlying session; None until the first request of an owned one."""
         return self._session
 
-    def _open(self, headers: Mapping[str, str]) -> aiohttp.ClientSession:
+    def _open(self, request: ChatRequest) -> aiohttp.ClientSession:
         """Create the owned session, with the first request's headers as its defaults.
 
         A request whose headers are those same ones (nearly every request of a client) then
@@ -177,10 +177,10 @@ class AiohttpTransport(BaseTransport):
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),  # conversations must not share cookies
             timeout=aiohttp.ClientTimeout(total=None),
-            headers=headers,
+            headers=request.headers,
             auto_decompress=True,
         )
-        self._session_headers = headers
+        self._session_headers = request.headers
         return self._session
 
     def _timeout(self, timeout: Timeout) -> aiohttp.ClientTimeout:
@@ -214,15 +214,15 @@ class AiohttpTransport(BaseTransport):
         """
         if self._closed:
             raise ClientClosedError("This AiohttpTransport is closed.")
-        session = self._session or self._open(request.headers)
-        headers = request.headers
+        session = self._session or self._open(request)
         progress, task = self._progress, asyncio.current_task()
         progress[task] = True
         try:
             async with session.post(
                 request.url,
                 data=request.body,
-                headers=None if headers is self._session_headers else headers,
+                # Read inline, never bound to a local: they hold the credential (tracebacks).
+                headers=None if request.headers is self._session_headers else request.headers,
                 allow_redirects=False,
                 timeout=self._timeout(request.timeout),
             ) as response:

@@ -1,10 +1,12 @@
 """Every ```python block of README.md and docs/*.md runs, page by page, against the emulator.
 
 The examples are written as a user would write them: `AsyncQuickchat(token="...",
-scenario_id="...")`, or no arguments at all with `QUICKCHAT_*` set. For the test, the emulator
-is served on a loopback port, `QUICKCHAT_BASE_URL` points there, and the emulator accepts the
-placeholder `...` as a token, an api_key and a scenario_id (besides its `demo` scenario). So the
-examples go through the SDK's default transport and a real socket, unchanged.
+scenario_id="...")`, or no arguments at all with `QUICKCHAT_*` set. For the test, they talk to
+the emulator served on a loopback port (the `served` fixture of tests/conftest.py):
+`QUICKCHAT_BASE_URL` points there, `QUICKCHAT_API_TOKEN` and `QUICKCHAT_SCENARIO_ID` hold the
+test credentials, and the emulator also accepts the placeholder `...` as a token, an api_key and
+a scenario_id. So the examples go through the SDK's default transport and a real socket,
+unchanged.
 
 A page's blocks run in order in one namespace, in a fresh working directory. A block whose first
 line is `# not run: <reason>` (a real account, a Redis server...) is only checked for syntax.
@@ -20,41 +22,31 @@ from pathlib import Path
 
 import pytest
 
-from quickchat_async.emulator import DEMO_SCENARIO, EmulatorService, Scenario, ServerHandle, serve
+from quickchat_async.testing import Emulator
+from tests.conftest import SCENARIO_ID, TOKEN
 
 from ._blocks import python_blocks, run_page
 
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-#: The placeholder credentials of the examples, as in `AsyncQuickchat(token="...", ...)`.
-PLACEHOLDER = Scenario("...", tokens=("...",), api_keys=("...",))
 #: A page that runs longer than this is stuck: dump every thread's stack and stop the run.
 PAGE_DEADLINE = 120.0
 
 
-@pytest.fixture(scope="module", name="server")
-def _server() -> Iterator[ServerHandle]:
-    """The emulator on a loopback port, serving the placeholder and the demo scenarios."""
-    service = EmulatorService(scenarios=[PLACEHOLDER, DEMO_SCENARIO], seed=7)
-    with serve(service) as server:
-        yield server
-
-
 @pytest.fixture(name="docs_env")
 def _docs_env(
-    server: ServerHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ServerHandle]:
-    """A fresh emulator record, `QUICKCHAT_*` pointing at it, and an empty working directory."""
-    server.service.reset()
-    monkeypatch.setenv("QUICKCHAT_BASE_URL", server.base_url)
-    monkeypatch.setenv("QUICKCHAT_API_TOKEN", "...")
-    monkeypatch.setenv("QUICKCHAT_SCENARIO_ID", "...")
+    served: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Emulator]:
+    """The served emulator, `QUICKCHAT_*` pointing at it, and an empty working directory."""
+    monkeypatch.setenv("QUICKCHAT_BASE_URL", served.base_url)
+    monkeypatch.setenv("QUICKCHAT_API_TOKEN", TOKEN)
+    monkeypatch.setenv("QUICKCHAT_SCENARIO_ID", SCENARIO_ID)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(ROOT))  # examples/ importable, as from a checkout
     faulthandler.dump_traceback_later(PAGE_DEADLINE, exit=True, file=sys.__stderr__)
     try:
-        yield server
+        yield served
     finally:
         faulthandler.cancel_dump_traceback_later()
 
@@ -62,7 +54,7 @@ def _docs_env(
 class TestDocsExamples:
     @pytest.mark.network
     @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
-    def test_page_examples_run(self, page: Path, docs_env: ServerHandle) -> None:
+    def test_page_examples_run(self, page: Path, docs_env: Emulator) -> None:
         """The page's Python examples run in order against the emulator, without error."""
         blocks = list(python_blocks(page))
         for block in blocks:  # skipped blocks must at least be valid Python

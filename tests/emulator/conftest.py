@@ -1,4 +1,7 @@
-"""Fixtures for the emulator's tests: a service with two scenarios, and a way to call it."""
+"""Fixtures for the emulator's tests: a service with two scenarios, and a way to call it.
+
+The first scenario is the test scenario of tests/conftest.py, with the test credentials.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +14,9 @@ from typing import Any
 import pytest
 
 from quickchat_async.emulator import EmulatorService, Outcome, Scenario
+from tests.conftest import API_KEY, SCENARIO, SCENARIO_ID, TOKEN
 
 
-TOKEN = "tok-1"
-API_KEY = "key-1"
-SCENARIO_ID = "scn-1"
 OTHER_TOKEN = "tok-2"
 OTHER_API_KEY = "key-2"
 OTHER_SCENARIO_ID = "scn-2"
@@ -30,7 +31,7 @@ def make_service(**options: Any) -> EmulatorService:
     options.setdefault("conv_id_factory", lambda: f"conv-{next(numbers)}")
     return EmulatorService(
         scenarios=(
-            Scenario(SCENARIO_ID, tokens=(TOKEN,), api_keys=(API_KEY,)),
+            SCENARIO,
             Scenario(OTHER_SCENARIO_ID, tokens=(OTHER_TOKEN,), api_keys=(OTHER_API_KEY,)),
         ),
         clock=lambda: NOW,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -151,9 +152,9 @@ class TestChat:
             (b"{not json", ErrorText.INVALID_JSON),
             (b"\xff\xfe", ErrorText.INVALID_JSON),
             (b"[1, 2]", ErrorText.BODY_NOT_AN_OBJECT),
-            (b'{"scenario_id": "scn-1", "text": 42}', "Parameter text must be a string"),
+            (json.dumps(current(42)).encode(), "Parameter text must be a string"),
             (
-                b'{"scenario_id": "scn-1", "text": "a", "client_metadata": []}',
+                json.dumps(current("a", client_metadata=[])).encode(),
                 "Parameter client_metadata must be an object",
             ),
         ],
@@ -169,7 +170,7 @@ class TestChat:
         """A streamed request body is read whole."""
 
         async def parts() -> AsyncIterator[bytes]:
-            yield b'{"scenario_id": "scn-1", '
+            yield f'{{"scenario_id": "{SCENARIO_ID}", '.encode()
             yield b'"text": "Hi"}'
 
         response = await http.post("/chat", content=parts(), headers=AUTH)
@@ -357,7 +358,7 @@ def http_scope(path: str = "/chat") -> dict[str, Any]:
 
 class TestConnectionActions:
     async def run(self, service: EmulatorService, transport: FakeTransport) -> FakeCycle:
-        cycle = FakeCycle(transport, b'{"scenario_id": "scn-1", "text": "Hi"}')
+        cycle = FakeCycle(transport, json.dumps(current("Hi")).encode())
         with anyio.fail_after(5):
             await create_app(service)(http_scope(), cycle.receive, cycle.send)
         return cycle

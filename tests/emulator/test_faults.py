@@ -16,7 +16,7 @@ from quickchat_async.emulator import (
     FaultKind,
 )
 
-from .conftest import Chat, current, make_service
+from .conftest import TOKEN, Chat, current, make_service
 
 
 BEFORE = [
@@ -256,7 +256,7 @@ class TestKinds:
         service = make_service(latency=0.5)
         service.faults.script([Fault("error_before", delay=1.0)])
 
-        outcome = service.handle_chat({"authorization": "Bearer tok-1"}, b"{}")
+        outcome = service.handle_chat({"authorization": f"Bearer {TOKEN}"}, b"{}")
 
         assert outcome.delay == 1.5
 
@@ -334,8 +334,8 @@ class TestScript:
         """While the script lasts, rates are not drawn."""
         service = make_service(fault_rates={"rate_limit": 1.0})
         service.faults.script([None])
-        headers = {"authorization": "Bearer tok-1"}
-        body = b'{"scenario_id": "scn-1", "text": "a"}'
+        headers = {"authorization": f"Bearer {TOKEN}"}
+        body = json.dumps(current("a")).encode()
 
         assert service.handle_chat(headers, body).status == 200
         assert service.handle_chat(headers, body).status == 429
@@ -365,8 +365,8 @@ class TestRates:
 
     def test_service_seed_drives_rates(self):
         """The service's seed makes its fault draws reproducible."""
-        headers = {"authorization": "Bearer tok-1"}
-        body = b'{"scenario_id": "scn-1", "text": "a"}'
+        headers = {"authorization": f"Bearer {TOKEN}"}
+        body = json.dumps(current("a")).encode()
 
         def statuses() -> list[int]:
             service = make_service(fault_rates={"unavailable": 0.5}, seed=11)

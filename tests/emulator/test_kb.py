@@ -15,7 +15,7 @@ from quickchat_async.emulator import (
     load_kb,
 )
 
-from .conftest import Chat, current, legacy, make_service
+from .conftest import TOKEN, Chat, current, legacy, make_service
 
 
 RETURN_POLICY = "What is your return policy?"
@@ -189,8 +189,8 @@ class TestReplies:
     def test_replies_are_deterministic(self):
         """The same question always gets the same reply."""
         first, second = make_service(), make_service()
-        body = b'{"scenario_id": "scn-1", "text": "How long does delivery take?"}'
-        headers = {"Authorization": "Bearer tok-1"}
+        body = json.dumps(current("How long does delivery take?")).encode()
+        headers = {"Authorization": f"Bearer {TOKEN}"}
 
         assert first.handle_chat(headers, body).body == second.handle_chat(headers, body).body
 
@@ -210,10 +210,10 @@ class TestCustomKnowledgeBase:
             )
         )
         service = make_service(knowledge_base=load_kb(path))
-        headers = {"Authorization": "Bearer tok-1"}
+        headers = {"Authorization": f"Bearer {TOKEN}"}
 
         def ask(text: str) -> str:
-            body = json.dumps({"scenario_id": "scn-1", "text": text}).encode()
+            body = json.dumps(current(text)).encode()
             return service.handle_chat(headers, body).json()["reply"]
 
         assert ask("How long is the warranty?") == "2 years.<br><br>Source: Warranty"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -23,6 +24,7 @@ from .conftest import (
     OTHER_SCENARIO_ID,
     OTHER_TOKEN,
     SCENARIO_ID,
+    TOKEN,
     Chat,
     current,
     legacy,
@@ -110,10 +112,10 @@ class TestCurrentFlavor:
 
     def test_other_authorization_schemes_are_not_bearer(self, service: EmulatorService):
         """Only the Bearer scheme carries a token, and the scheme is case-insensitive."""
-        body = b'{"scenario_id": "scn-1", "text": "Hi"}'
+        body = json.dumps(current("Hi")).encode()
 
         basic = service.handle_chat({"authorization": "Basic dG9rLTE="}, body)
-        lower = service.handle_chat({"AUTHORIZATION": "bearer tok-1"}, body)
+        lower = service.handle_chat({"AUTHORIZATION": f"bearer {TOKEN}"}, body)
 
         assert_error(basic, 400, ErrorText.NOT_AUTHENTICATED)
         assert lower.status == 200
@@ -201,13 +203,9 @@ class TestLegacyFlavor:
     def test_continuation_conv_id_is_an_option(self):
         """legacy_continuation_conv_id=True answers continuations with their conv_id too."""
         service = make_service(legacy_continuation_conv_id=True)
-        first = service.handle_chat(
-            {}, b'{"api_key": "key-1", "scenario_id": "scn-1", "text": "a"}'
-        )
+        first = service.handle_chat({}, json.dumps(legacy("a")).encode())
         conv_id = first.json()["conv_id"]
-        body = (
-            f'{{"api_key": "key-1", "scenario_id": "scn-1", "text": "b", "conv_id": "{conv_id}"}}'
-        )
+        body = json.dumps(legacy("b", conv_id=conv_id))
 
         data = service.handle_chat({}, body.encode()).json()
 
@@ -297,7 +295,7 @@ class TestMalformedRequests:
         ("field", "value", "text"),
         [
             ("text", 42, "Parameter text must be a string"),
-            ("scenario_id", ["scn-1"], "Parameter scenario_id must be a string"),
+            ("scenario_id", [SCENARIO_ID], "Parameter scenario_id must be a string"),
             ("conv_id", 7, "Parameter conv_id must be a string"),
             ("message_context", {}, "Parameter message_context must be a string"),
             ("client_metadata", ["a"], "Parameter client_metadata must be an object"),
@@ -321,7 +319,7 @@ class TestMalformedRequests:
 
     def test_error_texts_with_odd_characters_are_encoded(self, chat: Chat):
         """A conv_id that cannot be encoded (a lone surrogate) is still echoed, replaced."""
-        outcome = chat(b'{"scenario_id": "scn-1", "text": "a", "conv_id": "x\\ud800y"}')
+        outcome = chat(json.dumps(current("a", conv_id="x\ud800y")).encode())
 
         assert outcome.body == b"Conversation conv_id x?y is not valid."
 

@@ -1,9 +1,12 @@
 """The reliability suite's fixtures, its `scenario` marker, and the totals it prints.
 
-Each test of a numbered scenario of issue 5 carries `@pytest.mark.scenario(N)`. At the end of
-the session the suite prints its totals (scenarios proven, bad inputs tried, duplicates found)
-and, when `QUICKCHAT_FAULTS_SUMMARY` names a file, writes them there as JSON (`nox -s faults`
-reads it).
+Each test of one of the numbered scenarios of docs/reliability.md carries
+`@pytest.mark.scenario(N)`. At the end of the session the suite prints its totals (scenarios
+proven, bad inputs tried, duplicates found) and, when `QUICKCHAT_FAULTS_SUMMARY` names a file,
+writes them there as JSON (`nox -s faults` reads it).
+
+The scenarios talk to the emulator served on loopback (the `served` fixture of tests/conftest.py,
+with the test credentials); `rule` checks what every scenario checks, on it.
 """
 
 from __future__ import annotations
@@ -14,16 +17,14 @@ import os
 import pathlib
 from collections.abc import AsyncIterator, Generator, Iterator
 
-import anyio
 import pytest
 
-from quickchat_async.emulator import Scenario
 from quickchat_async.testing import Emulator
 
-from .rule import API_KEY, TALLY, TOKEN, Rule, check_log_records
+from .rule import TALLY, Rule, check_log_records
 
 
-#: The numbered scenarios of issue 5.
+#: The numbered scenarios of docs/reliability.md.
 SCENARIOS = range(1, 19)
 SUMMARY_ENV = "QUICKCHAT_FAULTS_SUMMARY"
 
@@ -32,7 +33,7 @@ _scenario_results: dict[int, list[bool]] = {}
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "scenario(number): proves the numbered scenario of the reliability issue"
+        "markers", "scenario(number): proves the numbered scenario of docs/reliability.md"
     )
 
 
@@ -92,48 +93,27 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         pathlib.Path(path).write_text(json.dumps(totals, indent=2) + "\n", encoding="utf-8")
 
 
-@pytest.fixture(name="served", scope="session")
-def _served() -> Iterator[Emulator]:
-    """One emulator for the session, served by uvicorn on 127.0.0.1, with canary credentials.
-
-    Starting and stopping uvicorn costs more than most scenarios; its thread runs its own
-    event loop, so one server serves tests on asyncio and on trio alike.
-    """
-    scenario = Scenario("scn-reliability", tokens=(TOKEN,), api_keys=(API_KEY,))
-    emulator = Emulator(scenarios=[scenario], seed=5)
-    anyio.run(emulator.start)
-    yield emulator
-    anyio.run(emulator.stop)
-
-
-@pytest.fixture(name="emulator")
-async def _emulator(served: Emulator) -> AsyncIterator[Emulator]:
-    """The served emulator, with no conversation, no fault and no latency.
-
-    A test may stop it and start it again on the same port; if it fails to, the next test
-    gets it served on a new one.
-    """
-    served.reset()
-    served.faults.clear()
-    served.service.latency = 0.0
-    if not served.served:
-        await served.start()
-    yield served
-    served.faults.clear()
-    served.service.latency = 0.0
-
-
 @pytest.fixture(name="rule")
-async def _rule(emulator: Emulator) -> AsyncIterator[Rule]:
+async def _rule(served: Emulator) -> AsyncIterator[Rule]:
     """The rule every scenario checks; at the end, the record and the descriptors are checked."""
-    rule = Rule(emulator)
+    rule = Rule(served)
     yield rule
     rule.check_record()
     await rule.check_fds()
 
 
 #: Every logger the SDK's stack writes to; the root catches the rest.
-DEBUG_LOGGERS = ("", "quickchat_async", "httpx", "httpcore", "stamina", "uvicorn", "anyio")
+DEBUG_LOGGERS = (
+    "",
+    "quickchat_async",
+    "httpx2",
+    "httpcore2",
+    "httpx",
+    "httpcore",
+    "stamina",
+    "uvicorn",
+    "anyio",
+)
 
 
 @pytest.fixture(autouse=True)

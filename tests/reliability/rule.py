@@ -5,12 +5,19 @@ After each fault:
 1. the emulator's record holds at most one copy of each user message;
 2. the conversation's local history equals the turns the server confirmed to it (turns whose
    outcome was unknown are kept, marked, and settled by the next reply);
-3. the connection pool is back to no active connection, and (at the end of the test) no file
-   descriptor leaked;
+3. no request is left in the client's transport, the client holds no more connections than it
+   ever had requests in flight, and (at the end of the test) no file descriptor leaked;
 4. the next turn succeeds;
 5. the error raised is the documented type, with a useful message and no credential in it.
 
 Every test message is unique (`Rule.text()`), so "one copy" can be checked by text.
+
+Part 3 reads no private state of the SDK or of any HTTP library. Clients made by
+`Rule.client()` send through a `CountingTransport` (tests/conftest.py): a public `Transport`
+wrapped around the real one, which counts the requests handed to it and not yet returned, and
+the most it ever had at once. The connections themselves are read from the operating system:
+this process's established TCP sockets to the emulator's port (`/proc/net/tcp`), and its file
+descriptors (`/proc/self/fd`).
 """
 
 from __future__ import annotations
@@ -22,32 +29,35 @@ import pathlib
 import re
 import traceback
 from collections.abc import Iterable
+from typing import Any
 
 import anyio
-import httpcore
 
 from quickchat_async import (
+    AiohttpTransport,
     APIConnectionError,
     APIStatusError,
     AsyncQuickchat,
     Conversation,
+    Httpx2Transport,
     HttpxTransport,
     QuickchatError,
     Reply,
+    Transport,
     TurnStatus,
     UnexpectedResponseError,
 )
 from quickchat_async.testing import Emulator
+from tests.conftest import API_KEY, SECRETS, TOKEN, CountingTransport
 
 
-#: Credentials of the canary scenario every reliability test talks to: distinctive, so a leak
-#: anywhere (a log line, a repr, a traceback) is found by a plain substring search.
-TOKEN = "tok-CANARY-reliability-93b1e7"
-API_KEY = "key-CANARY-reliability-0c4f28"
-SECRETS = (TOKEN, API_KEY)
+__all__ = ["API_KEY", "SECRETS", "TALLY", "TOKEN", "Rule"]
 
 #: What the suite counted, written out by the conftest at the end of the session.
 TALLY: collections.Counter[str] = collections.Counter()
+
+#: The state of an established TCP connection in /proc/net/tcp.
+_ESTABLISHED = "01"
 
 
 def open_fds() -> int:
@@ -55,8 +65,37 @@ def open_fds() -> int:
     return sum(1 for _ in pathlib.Path("/proc/self/fd").iterdir())
 
 
+def connections_to(port: int) -> set[int]:
+    """The local ports of this process's established TCP connections to `port` (Linux).
+
+    The operating system's own view: /proc/net/tcp{,6} lists every socket of the network
+    namespace with its inode, and /proc/self/fd says which of those inodes are this process's.
+    """
+    ours = set()
+    for fd in pathlib.Path("/proc/self/fd").iterdir():
+        try:
+            target = str(fd.readlink())
+        except OSError:  # closed meanwhile
+            continue
+        if match := re.fullmatch(r"socket:\[(\d+)\]", target):
+            ours.add(match[1])
+    local_ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in pathlib.Path(table).read_text(encoding="ascii").splitlines()[1:]:
+            fields = line.split()
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+            if state == _ESTABLISHED and int(remote.rsplit(":")[1], 16) == port and inode in ours:
+                local_ports.add(int(local.rsplit(":")[1], 16))
+    return local_ports
+
+
+def port_of(emulator: Emulator) -> int:
+    """The loopback port a served emulator listens on."""
+    return int(emulator.base_url.rsplit(":", 1)[1])
+
+
 def assert_no_secret(text: str, where: str) -> None:
-    """Neither canary credential appears in `text`."""
+    """Neither test credential appears in `text`."""
     for secret in SECRETS:
         assert secret not in text, f"a credential leaked into {where}"
 
@@ -65,7 +104,7 @@ def formatted_with_locals(exc: BaseException) -> str:
     """`exc` and its chain formatted with every frame's local variables, as rich or Sentry do.
 
     The tests' own frames are left out: they hold what the tests sent and received, credentials
-    included. Everything else (the SDK, httpx, httpcore, anyio, stamina) must not.
+    included. Everything else (the SDK, httpx2, httpcore2, anyio, stamina) must not.
     """
     te = traceback.TracebackException.from_exception(exc, capture_locals=True)
     te.stack = traceback.StackSummary.from_list(
@@ -90,47 +129,68 @@ def check_log_records(records: list[logging.LogRecord]) -> None:
     TALLY["log records checked"] += len(records)
 
 
-def pool_of(client: AsyncQuickchat) -> httpcore.AsyncConnectionPool | None:
-    """The httpcore connection pool behind a client on the httpx transport, if it has one."""
-    transport = client.transport
-    if not isinstance(transport, HttpxTransport):
-        return None
-    pool = getattr(transport.client._transport, "_pool", None)
-    return pool if isinstance(pool, httpcore.AsyncConnectionPool) else None
-
-
-def busy_connections(client: AsyncQuickchat) -> list[str]:
-    """What is still active in a client: borrowed slots, queued requests, busy connections."""
-    busy: list[str] = []
-    borrowed = client._limiter.in_use
-    if borrowed:
-        busy.append(f"{borrowed} connection slot(s) borrowed")
-    pool = pool_of(client)
-    if pool is not None:
-        busy.extend(f"queued request {r!r}" for r in pool._requests)
-        busy.extend(
-            f"active connection {c!r}"
-            for c in pool.connections
-            if not (c.is_idle() or c.is_closed())
-        )
-    return busy
-
-
 class Rule:
-    """Checks the rule every scenario checks, against one served emulator.
+    """Checks the rule every scenario checks, against one emulator (served, or in process).
 
     Args:
-        emulator: the served emulator the scenario talks to.
+        emulator: the emulator the scenario talks to.
     """
 
     def __init__(self, emulator: Emulator) -> None:
         self.emulator = emulator
         self.fds_at_start = open_fds()
         self._numbers = itertools.count(1)
+        self._seams: list[CountingTransport] = []
 
     def text(self, label: str = "msg") -> str:
         """A user message no other turn of the session sends."""
         return f"{label} #{next(self._numbers)}"
+
+    def client(
+        self,
+        *,
+        flavor: str = "current",
+        http_client: Any = None,
+        transport: str | Transport | None = None,
+        **options: Any,
+    ) -> AsyncQuickchat:
+        """A client of the emulator's scenario whose transport is watched (`CountingTransport`).
+
+        Args:
+            flavor: "current" (the test token) or "legacy" (the test api_key).
+            http_client: an httpx2 client to send through (the caller closes it).
+            transport: the engine's name, or a transport, when served; in process, the
+                emulator's own httpx2 transport is always used.
+            **options: any other `AsyncQuickchat` option; they win over the defaults.
+        """
+        emulator = self.emulator
+        max_connections = options.get("max_connections", 100)
+        inner: Transport
+        if http_client is not None:
+            inner = Httpx2Transport(http_client)
+        elif not emulator.served:
+            inner = Httpx2Transport(emulator.http_client(), close_client=True)
+        elif transport is None or transport == "httpx2":
+            inner = Httpx2Transport(max_connections=max_connections)
+        elif transport == "httpx":
+            inner = HttpxTransport(max_connections=max_connections)
+        elif transport == "aiohttp":
+            inner = AiohttpTransport(max_connections=max_connections)
+        else:
+            assert not isinstance(transport, str)
+            inner = transport
+        seam = CountingTransport(inner)
+        self._seams.append(seam)
+        credential = (
+            {"token": emulator.token} if flavor == "current" else {"api_key": emulator.api_key}
+        )
+        settings = {
+            "scenario_id": emulator.scenario_id,
+            "base_url": emulator.base_url,
+            **credential,
+            **options,
+        }
+        return AsyncQuickchat(transport=seam, **settings)
 
     # --- the five parts of the rule ---------------------------------------------------------
 
@@ -163,8 +223,19 @@ class Rule:
         TALLY["errors checked"] += 1
 
     def check_pool(self, client: AsyncQuickchat) -> None:
-        """No slot borrowed, no request queued, no connection busy."""
-        assert busy_connections(client) == []
+        """No request left in the transport; no more connections than requests ever in flight.
+
+        A connection the HTTP engine leaked as busy cannot serve the next request, so that
+        request opens another: this process then holds more connections to the emulator than
+        its clients ever had requests in flight at once.
+        """
+        seam = client.transport
+        assert isinstance(seam, CountingTransport), "make the client with Rule.client()"
+        assert seam.in_flight == 0, f"{seam.in_flight} request(s) still in the transport"
+        if self.emulator.served:
+            held = connections_to(port_of(self.emulator))
+            most = sum(made.peak for made in self._seams)
+            assert len(held) <= most, f"{len(held)} connections for {most} requests at most"
 
     def check_record(self) -> None:
         """At most one copy of each user message, across every recorded conversation."""
@@ -204,7 +275,8 @@ class Rule:
     async def check_next_turn(self, conv: Conversation) -> Reply:
         """The conversation goes on: the next turn succeeds, and is recorded once."""
         text = self.text("next")
-        reply = await conv.say(text)
+        with anyio.fail_after(10):  # a turn lock or a connection left held would hang here
+            reply = await conv.say(text)
         assert reply.text
         assert conv.conv_id == reply.conv_id
         assert conv.history[-1].text == text

@@ -1,13 +1,13 @@
 """Property: whatever a server answers, `say()` returns a Reply or raises a documented error.
 
-Arbitrary statuses, headers (Retry-After among them) and bodies go through httpx's mock
+Arbitrary statuses, headers (Retry-After among them) and bodies go through httpx2's mock
 transport, attempt after attempt; the SDK's answer must be a Reply for a 2xx, one of the
 documented exceptions otherwise, after exactly the attempts the retry policy allows.
 """
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -24,6 +24,7 @@ from quickchat_async import (
     UnexpectedResponseError,
 )
 from quickchat_async._wire import MAX_RETRY_AFTER, parse_retry_after
+from tests.conftest import SCENARIO_ID
 
 from .rule import API_KEY, TALLY, TOKEN, formatted_with_locals
 from .strategies import STATUSES, bodies, bounded, headers
@@ -48,7 +49,7 @@ def retried(status: int, header_map: dict[str, bytes]) -> bool:
     """Whether the policy retries this answer: a 429 or 503 that asks for a bearable wait."""
     if status not in {429, 503}:
         return False
-    value = httpx.Headers(header_map).get("retry-after")
+    value = httpx2.Headers(header_map).get("retry-after")
     seconds = parse_retry_after(value)
     return seconds is None or seconds <= MAX_RETRY_AFTER
 
@@ -67,17 +68,17 @@ class TestAnyResponse:
         # A server may echo the credential it was sent, not one it never saw.
         other = (TOKEN if legacy else API_KEY).encode()
 
-        def answer(request: httpx.Request) -> httpx.Response:
+        def answer(request: httpx2.Request) -> httpx2.Response:
             status, header_map, body = answers[min(len(served), len(answers) - 1)]
             served.append(status)
             body = body.replace(other, b"another credential")
-            return httpx.Response(status, headers=list(header_map.items()), content=body)
+            return httpx2.Response(status, headers=list(header_map.items()), content=body)
 
         credential = {"api_key": API_KEY} if legacy else {"token": TOKEN}
         async with (
-            httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http,
+            httpx2.AsyncClient(transport=httpx2.MockTransport(answer)) as http,
             AsyncQuickchat(
-                scenario_id="scn-1", http_client=http, max_retries=MAX_RETRIES, **credential
+                scenario_id=SCENARIO_ID, http_client=http, max_retries=MAX_RETRIES, **credential
             ) as client,
         ):
             try:

@@ -5,6 +5,10 @@ connecting, sending, waiting for the headers, reading the body, sleeping between
 through one mechanism (an asyncio task's `cancel()`, an anyio cancel scope, a trio nursery), then
 checks that the cancellation propagated, the turn lock is free, no new attempt follows, nothing
 leaks, and the conversation goes on.
+
+Where a turn waits is told from the outside: by what reached the client's transport (the
+`CountingTransport` every `Rule.client()` sends through) and the server, once every task of the
+test's event loop is blocked.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import anyio
 import anyio.abc
 import attrs
-import httpx
+import httpx2
 import pytest
 import stamina
 from anyio.abc import SocketAttribute
@@ -25,8 +29,9 @@ from anyio.abc import SocketAttribute
 from quickchat_async import APIConnectionError, AsyncQuickchat, Conversation, TurnStatus
 from quickchat_async.emulator import Fault
 from quickchat_async.testing import Emulator
+from tests.conftest import CountingTransport
 
-from .rule import TALLY, Rule, pool_of
+from .rule import TALLY, Rule
 
 
 pytestmark = pytest.mark.anyio
@@ -78,15 +83,14 @@ async def sink() -> AsyncIterator[tuple[int, anyio.Event]]:
         tg.cancel_scope.cancel()
 
 
-class FirstToPort(httpx.AsyncBaseTransport):
-    """httpx's own transport, except that once `port` is set, the next request goes there."""
+class FirstToPort(httpx2.AsyncBaseTransport):
+    """httpx2's own transport, except that once `port` is set, the next request goes there."""
 
     def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
-        self._pool = self.inner._pool
+        self.inner = httpx2.AsyncHTTPTransport()
         self.port: int | None = None
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if self.port is not None:
             request.url = request.url.copy_with(port=self.port)
             self.port = None
@@ -152,20 +156,18 @@ class TestCancellation:
     @pytest.mark.scenario(15)
     @pytest.mark.parametrize("phase", PHASES)
     @pytest.mark.parametrize(("anyio_backend", "how"), MECHANISMS)
-    async def test_every_phase(self, emulator: Emulator, rule: Rule, phase, how):
+    async def test_every_phase(self, served: Emulator, rule: Rule, phase, how):
         """Cancelled at any phase, a turn leaves no lock held, no retry, no leak, no trace."""
         async with contextlib.AsyncExitStack() as stack:
-            turn = await self._setup(stack, emulator, rule, phase)
+            turn = await self._setup(stack, served, rule, phase)
             conv = turn.conv
-            requests = emulator.stats().requests
+            requests = served.stats().requests
 
             await cancel_turn(how, lambda: conv.say(turn.text), turn.reached)
 
-            assert conv._lock is not None
-            assert conv._lock.in_use == 0
             await turn.quiet.wait()
             await anyio.sleep(0.1)  # time enough for an attempt that should not be made
-            assert emulator.stats().requests == requests + turn.counted
+            assert served.stats().requests == requests + turn.counted
             rule.check_pool(turn.client)
             assert [t.text for t in conv.history] == [conv.history[0].text]
             assert conv.unconfirmed == ()
@@ -178,7 +180,7 @@ class TestCancellation:
         TALLY["faults checked"] += 1
 
     async def _setup(  # noqa: C901, PLR0915 -- a branch per phase, read as a table
-        self, stack: contextlib.AsyncExitStack, emulator: Emulator, rule: Rule, phase: str
+        self, stack: contextlib.AsyncExitStack, served: Emulator, rule: Rule, phase: str
     ) -> Phase:
         """A started conversation, and how to know its next turn reached `phase`."""
         text = rule.text(f"cancelled while {phase}")
@@ -187,26 +189,28 @@ class TestCancellation:
             options["max_connections"] = 1
         if phase == "pool":
             http = await stack.enter_async_context(
-                httpx.AsyncClient(limits=httpx.Limits(max_connections=1))
+                httpx2.AsyncClient(limits=httpx2.Limits(max_connections=1))
             )
             options["http_client"] = http
         redirect = FirstToPort()
         if phase in {"connecting", "sending"}:
-            http = await stack.enter_async_context(httpx.AsyncClient(transport=redirect))
+            http = await stack.enter_async_context(httpx2.AsyncClient(transport=redirect))
             options["http_client"] = http
         if phase == "retry-sleep":
             stack.enter_context(stamina.set_testing(False))
-        client = await stack.enter_async_context(emulator.client(**options))
+        client = await stack.enter_async_context(rule.client(**options))  # type: ignore[arg-type]
+        seam = client.transport
+        assert isinstance(seam, CountingTransport)
         conv = client.conversation()
         await conv.say(rule.text())
-        requests = emulator.stats().requests
+        requests = served.stats().requests
 
         async def at_server() -> None:
-            await until(lambda: emulator.stats().requests > requests)
+            await until(lambda: served.stats().requests > requests)
 
         if phase in {"slot", "pool"}:
             # Another conversation's slow turn holds the only slot, or the only connection.
-            emulator.faults.script([Fault("slow_headers", delay=0.3)])
+            served.faults.script([Fault("slow_headers", delay=0.3)])
             turn = Phase(client, conv, text, reached=at_server)
 
             async def hold() -> None:
@@ -218,12 +222,13 @@ class TestCancellation:
             await at_server()
 
             async def reached() -> None:
-                if phase == "slot":
-                    await until(lambda: client._limiter.waiting == 1)
-                else:
-                    pool = pool_of(client)
-                    assert pool is not None
-                    await until(lambda: len(pool._requests) == 2)
+                # Waiting for a slot, the turn has not reached the transport; waiting for one of
+                # the engine's connections, it has, but not the server.
+                in_transport = 1 if phase == "slot" else 2
+                await until(lambda: seam.in_flight == in_transport)
+                await anyio.wait_all_tasks_blocked()
+                assert seam.in_flight == in_transport
+                assert served.stats().requests == requests + 1
 
             turn.reached = reached
             return turn
@@ -248,7 +253,7 @@ class TestCancellation:
                 "body": Fault("drip", interval=0.5),
                 "retry-sleep": Fault("rate_limit", retry_after="30"),
             }[phase]
-            emulator.faults.script([fault])
+            served.faults.script([fault])
 
             async def answered() -> None:
                 await at_server()
@@ -268,28 +273,28 @@ class TestCancellation:
 
 class TestCancelledTurnAndSettling:
     @pytest.mark.scenario(15)
-    async def test_a_cancelled_turn_that_landed_misleads_no_one(self, emulator, rule):
+    async def test_a_cancelled_turn_that_landed_misleads_no_one(self, served, rule):
         """After a cancelled turn that reached the server, a later turn is never claimed landed.
 
         The cancelled message counts in ord_number although the conversation forgot it, so the
         next reply cannot tell what a pending turn did: it stays unconfirmed.
         """
-        async with emulator.client() as client:
+        async with rule.client() as client:
             conv = client.conversation()
             await conv.say(rule.text())
-            emulator.faults.script([Fault("slow_headers", delay=5)])
+            served.faults.script([Fault("slow_headers", delay=5)])
             with anyio.move_on_after(5):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(conv.say, cancelled := rule.text("cancelled, landed"))
-                    await until(lambda: emulator.stats().requests == 2)
+                    await until(lambda: served.stats().requests == 2)
                     tg.cancel_scope.cancel()
-            emulator.faults.script(["drop_before"])
+            served.faults.script(["drop_before"])
             with pytest.raises(APIConnectionError):
                 await conv.say(lost := rule.text("lost"))
 
             await rule.check_next_turn(conv)
 
-            assert lost not in emulator.user_messages(conv.conv_id)
+            assert lost not in served.user_messages(conv.conv_id)
             assert [t.status for t in conv.history] == [
                 TurnStatus.CONFIRMED,
                 TurnStatus.UNCONFIRMED,

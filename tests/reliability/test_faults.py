@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import httpx
+import httpx2
 import pytest
 import stamina
 import stamina.instrumentation
@@ -46,10 +46,11 @@ from quickchat_async import (
     UnexpectedResponseError,
     ValidationError,
 )
-from quickchat_async.emulator import ErrorText, Fault, FaultKind, Scenario
+from quickchat_async._wire import retry_delay
+from quickchat_async.emulator import ErrorText, Fault, FaultKind
 from quickchat_async.testing import Emulator
 
-from .rule import TALLY, TOKEN, Rule, assert_no_secret, busy_connections
+from .rule import TALLY, TOKEN, Rule, assert_no_secret, connections_to, port_of
 
 
 pytestmark = pytest.mark.anyio
@@ -58,10 +59,6 @@ pytestmark = pytest.mark.anyio
 QUICK = Timeout(total=0.3, connect=0.3)
 #: A small body limit, so oversized and endless bodies end quickly.
 SMALL_BODY = 64 * 1024
-
-
-def port_of(emulator: Emulator) -> int:
-    return int(emulator.base_url.rsplit(":", 1)[1])
 
 
 # --- the ambiguous turn: every fault kind, and what the next reply says of it -------------------
@@ -102,22 +99,22 @@ def ambiguous_params() -> list[object]:
 class TestAmbiguousTurn:
     @pytest.mark.parametrize("flavor", ["current", "legacy"])
     @pytest.mark.parametrize("kind", ambiguous_params())
-    async def test_every_fault(self, emulator: Emulator, rule: Rule, kind, flavor):
+    async def test_every_fault(self, served: Emulator, rule: Rule, kind, flavor):
         """A turn without a reply is kept unconfirmed, not resent; the next reply settles it."""
         fault, error, landed, _ = AMBIGUOUS[kind]
-        client = emulator.client(
+        client = rule.client(
             flavor=flavor, timeout=QUICK, max_response_bytes=SMALL_BODY, max_retries=2
         )
         async with client:
             conv = client.conversation()
             await conv.say(rule.text())
-            emulator.faults.script([fault])
-            requests = emulator.stats().requests
+            served.faults.script([fault])
+            requests = served.stats().requests
 
             with anyio.fail_after(5), pytest.raises(QuickchatError) as info:
                 await conv.say(rule.text("ambiguous"))
 
-            assert emulator.stats().requests == requests + 1, "an ambiguous turn is not resent"
+            assert served.stats().requests == requests + 1, "an ambiguous turn is not resent"
             await rule.after_fault(
                 client,
                 conv,
@@ -127,35 +124,35 @@ class TestAmbiguousTurn:
                 match=MESSAGES[error],
                 landed=landed,
             )
-            assert emulator.stats().by_fault[kind.value] == 1
+            assert served.stats().by_fault[kind.value] == 1
 
     @pytest.mark.scenario(17)
     @pytest.mark.scenario(8)
     @pytest.mark.parametrize(
         "kind", ["not_json", "missing_reply", "drop_after", "drop_before", "slow_headers"]
     )
-    async def test_first_turn(self, emulator: Emulator, rule: Rule, kind):
+    async def test_first_turn(self, served: Emulator, rule: Rule, kind):
         """An ambiguous first turn adopts no conv_id and never opens a second conversation."""
         fault, error, landed, _ = AMBIGUOUS[FaultKind(kind)]
-        emulator.faults.script([fault])
-        async with emulator.client(timeout=QUICK) as client:
+        served.faults.script([fault])
+        async with rule.client(timeout=QUICK) as client:
             conv = client.conversation()
             with anyio.fail_after(5), pytest.raises(QuickchatError) as info:
                 await conv.say(rule.text("first"))
             rule.check_error(info.value, error, outcome_unknown=True)
             rule.check_pool(client)
             assert conv.conv_id is None
-            assert len(emulator.conversations()) == int(landed)
+            assert len(served.conversations()) == int(landed)
 
             with pytest.raises(UnconfirmedStartError, match="start_over"):
                 await conv.say(rule.text("again"))
-            assert len(emulator.conversations()) == int(landed)
-            assert emulator.stats().requests == 1
+            assert len(served.conversations()) == int(landed)
+            assert served.stats().requests == 1
 
             conv.start_over()
             reply = await rule.check_next_turn(conv)
 
-            assert len(emulator.conversations()) == int(landed) + 1
+            assert len(served.conversations()) == int(landed) + 1
             assert [t.status for t in conv.history] == [
                 TurnStatus.UNCONFIRMED,
                 TurnStatus.CONFIRMED,
@@ -178,18 +175,17 @@ def blackhole() -> Iterator[int]:
         yield listener.getsockname()[1]
 
 
-class ConnectTimeoutFirst(httpx.AsyncBaseTransport):
-    """httpx's own transport, except that the first `times` connections time out."""
+class ConnectTimeoutFirst(httpx2.AsyncBaseTransport):
+    """httpx2's own transport, except that the first `times` connections time out."""
 
     def __init__(self, times: int) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
-        self._pool = self.inner._pool
+        self.inner = httpx2.AsyncHTTPTransport()
         self.left = times
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if self.left:
             self.left -= 1
-            raise httpx.ConnectTimeout("timed out", request=request)
+            raise httpx2.ConnectTimeout("timed out", request=request)
         return await self.inner.handle_async_request(request)
 
     async def aclose(self) -> None:
@@ -218,14 +214,14 @@ class StallingTransport:
 
 class TestConnections:
     @pytest.mark.scenario(1)
-    async def test_connection_refused(self, emulator: Emulator, rule: Rule, caplog):
+    async def test_connection_refused(self, served: Emulator, rule: Rule, caplog):
         """Nobody listening: bounded retries, then APIConnectionError; the server saw nothing."""
-        async with emulator.client(max_retries=2) as client:
+        async with rule.client(max_retries=2) as client:
             conv = client.conversation()
             await conv.say(rule.text())
-            port = port_of(emulator)
-            await emulator.stop()
-            requests = emulator.stats().requests
+            port = port_of(served)
+            await served.stop()
+            requests = served.stats().requests
 
             with (
                 caplog.at_level(logging.INFO, logger="quickchat_async"),
@@ -238,19 +234,19 @@ class TestConnections:
                 "after APIConnectionError"
                 for n in (2, 3)
             ]
-            assert emulator.stats().requests == requests
+            assert served.stats().requests == requests
             assert [t.text for t in conv.history] == [conv.history[0].text]
-            await emulator.start(port=port)
+            await served.start(port=port)
             await rule.after_fault(
                 client, conv, info.value, APIConnectionError, outcome_unknown=False,
                 match="could not connect .* The message was not sent",
             )  # fmt: skip
 
     @pytest.mark.scenario(2)
-    async def test_connect_timeout_on_a_real_socket(self, emulator: Emulator, rule: Rule, caplog):
+    async def test_connect_timeout_on_a_real_socket(self, served: Emulator, rule: Rule, caplog):
         """A connection that cannot be opened in time: retried, then APITimeoutError, unsent."""
         with blackhole() as port:
-            client = emulator.client(
+            client = rule.client(
                 base_url=f"http://127.0.0.1:{port}",
                 timeout=Timeout(total=5, connect=0.1),
                 max_retries=1,
@@ -268,53 +264,53 @@ class TestConnections:
                 rule.check_pool(client)
 
         assert len([r for r in caplog.records if r.name == "quickchat_async"]) == 1
-        assert emulator.conversations() == ()
+        assert served.conversations() == ()
 
     @pytest.mark.scenario(2)
-    async def test_connect_timeout_retried_and_delivered_once(self, emulator: Emulator, rule: Rule):
+    async def test_connect_timeout_retried_and_delivered_once(self, served: Emulator, rule: Rule):
         """Connect timeouts are retried, and the turn is delivered exactly once."""
         async with (
-            httpx.AsyncClient(transport=ConnectTimeoutFirst(times=2)) as http,
-            emulator.client(http_client=http, max_retries=2) as client,
+            httpx2.AsyncClient(transport=ConnectTimeoutFirst(times=2)) as http,
+            rule.client(http_client=http, max_retries=2) as client,
         ):
             conv = client.conversation()
             text = rule.text("after two connect timeouts")
 
             await conv.say(text)
 
-            assert emulator.user_messages(conv.conv_id) == (text,)
-            assert emulator.stats().requests == 1
+            assert served.user_messages(conv.conv_id) == (text,)
+            assert served.stats().requests == 1
             rule.check_pool(client)
             await rule.check_next_turn(conv)
             rule.check_history(conv)
 
     @pytest.mark.scenario(3)
-    async def test_pool_saturated_callers_wait(self, emulator: Emulator, rule: Rule):
+    async def test_pool_saturated_callers_wait(self, served: Emulator, rule: Rule):
         """More turns than connections on a slow server: all wait their turn, none is resent."""
-        emulator.service.latency = 0.05
-        async with emulator.client(max_connections=2, timeout=10) as client:
+        served.service.latency = 0.05
+        async with rule.client(max_connections=2, timeout=10) as client:
             convs = [client.conversation() for _ in range(10)]
             async with anyio.create_task_group() as tg:
                 for conv in convs:
                     tg.start_soon(conv.say, rule.text("waits"))
 
-            pool = client.transport.client._transport._pool  # type: ignore[attr-defined]
-            assert len(pool.connections) <= 2
-            assert emulator.stats().requests == 10
+            assert client.transport.peak == 2  # type: ignore[attr-defined]
+            assert len(connections_to(port_of(served))) <= 2
+            assert served.stats().requests == 10
             for conv in convs:
                 rule.check_history(conv)
             rule.check_pool(client)
             rule.check_record()
-            emulator.service.latency = 0
+            served.service.latency = 0
             await rule.check_next_turn(convs[0])
 
     @pytest.mark.scenario(3)
-    async def test_pool_saturated_past_the_deadline(self, emulator: Emulator, rule: Rule):
+    async def test_pool_saturated_past_the_deadline(self, served: Emulator, rule: Rule):
         """Turns that cannot get a connection in time fail unsent; sent ones land once."""
-        async with emulator.client(max_connections=1, timeout=0.5, max_retries=0) as client:
+        async with rule.client(max_connections=1, timeout=0.5, max_retries=0) as client:
             # Warm up (the connection, lazy imports), so the first turn's time is the latency.
             await client.say(rule.text("warm-up"))
-            emulator.service.latency = 0.2
+            served.service.latency = 0.2
             convs = [client.conversation() for _ in range(6)]
             outcomes: dict[int, BaseException | None] = {}
 
@@ -329,9 +325,7 @@ class TestConnections:
                 for i in range(6):
                     tg.start_soon(turn, i)
 
-            on_server = {
-                t for c in emulator.conversations() for t in emulator.user_messages(c.conv_id)
-            }
+            on_server = {t for c in served.conversations() for t in served.user_messages(c.conv_id)}
             kinds = set()
             for i, exc in outcomes.items():
                 if exc is None:
@@ -348,7 +342,7 @@ class TestConnections:
             assert {"ok", "slot"} <= kinds
             rule.check_record()
             rule.check_pool(client)
-            emulator.service.latency = 0
+            served.service.latency = 0
             # A conversation whose turn went through (trio starts the tasks in any order, so
             # the first one's turn may be the one that timed out, ambiguously).
             ok = next(i for i, exc in outcomes.items() if exc is None)
@@ -358,9 +352,7 @@ class TestConnections:
     async def test_slot_granted_as_the_deadline_ran_out(self, rule: Rule):
         """A slot that frees only after the waiter's deadline is not used: the turn fails unsent."""
         transport = StallingTransport()
-        client = rule.emulator.client(
-            transport=transport, max_connections=1, timeout=0.3, max_retries=0
-        )
+        client = rule.client(transport=transport, max_connections=1, timeout=0.3, max_retries=0)
         errors: list[APITimeoutError] = []
 
         async def second() -> None:
@@ -380,22 +372,22 @@ class TestConnections:
         rule.check_pool(client)
 
     @pytest.mark.scenario(5)
-    async def test_stale_keep_alive_connection(self, emulator: Emulator, rule: Rule):
+    async def test_stale_keep_alive_connection(self, served: Emulator, rule: Rule):
         """A kept-alive connection the server closed is replaced, not reused or resent."""
-        async with emulator.client() as client:
+        async with rule.client() as client:
             conv = client.conversation()
             await conv.say(rule.text())
-            pool = client.transport.client._transport._pool  # type: ignore[attr-defined]
+            port = port_of(served)
             for _ in range(3):
-                (stale,) = pool.connections
-                port = port_of(emulator)
-                await emulator.stop()  # closes its side of the idle connection
-                await emulator.start(port=port)
+                (stale,) = connections_to(port)  # the kept-alive connection, by its local port
+                await served.stop()  # closes its side of the idle connection
+                await served.start(port=port)
 
                 await rule.check_next_turn(conv)
 
-                assert pool.connections != [stale]
-            assert emulator.stats().requests == 4
+                (fresh,) = connections_to(port)
+                assert fresh != stale
+            assert served.stats().requests == 4
             rule.check_record()
             rule.check_history(conv)
             rule.check_pool(client)
@@ -422,14 +414,14 @@ class TestRetries:
     @pytest.mark.scenario(10)
     @pytest.mark.parametrize("kind", ["rate_limit", "unavailable"])
     @pytest.mark.parametrize(("header", "seconds"), RETRY_AFTERS)
-    async def test_retry_after_within_the_cap(self, emulator, rule, kind, header, seconds):
+    async def test_retry_after_within_the_cap(self, served, rule, kind, header, seconds):
         """A 429 or 503 asking for at most 60 s is retried; garbage Retry-After is ignored."""
         value = http_date(30) if header == "date" else header
-        emulator.faults.script([Fault(kind, retry_after=value), Fault(kind, retry_after=value)])
-        async with emulator.client(max_retries=0) as once, emulator.client() as client:
+        served.faults.script([Fault(kind, retry_after=value), Fault(kind, retry_after=value)])
+        async with rule.client(max_retries=0) as once, rule.client() as client:
             with pytest.raises((RateLimitError, ServiceUnavailableError)) as info:
                 await once.say(rule.text("not retried"))
-            wait = client._retry_delay(info.value)
+            wait = retry_delay(info.value, retry_ambiguous=False)
             if seconds is None:
                 assert info.value.retry_after is None
                 assert wait is True  # the usual exponential backoff
@@ -442,7 +434,7 @@ class TestRetries:
             conv = client.conversation()
             await conv.say(rule.text("retried"))
 
-            assert emulator.stats().requests == 3
+            assert served.stats().requests == 3
             rule.check_record()
             rule.check_history(conv)
             rule.check_pool(client)
@@ -454,18 +446,18 @@ class TestRetries:
         [("rate_limit", RateLimitError), ("unavailable", ServiceUnavailableError)],
     )
     @pytest.mark.parametrize("header", ["3600", "date"])
-    async def test_huge_retry_after_raises_at_once(self, emulator, rule, kind, error, header):
+    async def test_huge_retry_after_raises_at_once(self, served, rule, kind, error, header):
         """A 429 or 503 asking for more than 60 s raises at once, saying how long."""
         value = http_date(7200) if header == "date" else header
-        async with emulator.client() as client:
+        async with rule.client() as client:
             conv = client.conversation()
             await conv.say(rule.text())
-            emulator.faults.script([Fault(kind, retry_after=value)])
+            served.faults.script([Fault(kind, retry_after=value)])
 
             with pytest.raises(error) as info:
                 await conv.say(rule.text("not retried"))
 
-            assert emulator.stats().requests == 2
+            assert served.stats().requests == 2
             assert info.value.retry_after is not None
             assert info.value.retry_after > 3000
             await rule.after_fault(
@@ -474,16 +466,16 @@ class TestRetries:
 
     @pytest.mark.scenario(10)
     @pytest.mark.parametrize(("header", "low", "high"), [("0.2", 0.2, 0.3), ("date", 0.0, 1.0)])
-    async def test_retry_after_is_honoured(self, emulator, rule, header, low, high):
+    async def test_retry_after_is_honoured(self, served, rule, header, low, high):
         """The SDK really sleeps what Retry-After asks (stamina's test mode off)."""
         value = http_date(1) if header == "date" else header
-        emulator.faults.script([Fault("rate_limit", retry_after=value)])
+        served.faults.script([Fault("rate_limit", retry_after=value)])
         waits: list[float] = []
         hooks = stamina.instrumentation.get_on_retry_hooks()
         stamina.instrumentation.set_on_retry_hooks([lambda details: waits.append(details.wait_for)])
         try:
             with stamina.set_testing(False):
-                async with emulator.client() as client:
+                async with rule.client() as client:
                     conv = client.conversation()
                     started = anyio.current_time()
                     await conv.say(rule.text("honoured"))
@@ -494,28 +486,28 @@ class TestRetries:
         (wait,) = waits
         assert low <= wait <= high
         assert elapsed >= wait
-        assert emulator.stats().requests == 2
+        assert served.stats().requests == 2
         rule.check_history(conv)
 
     @pytest.mark.scenario(11)
-    async def test_retry_ambiguous_trade_off(self, emulator: Emulator, rule: Rule):
+    async def test_retry_ambiguous_trade_off(self, served: Emulator, rule: Rule):
         """With retry_ambiguous=True, a 500 is resent: delivered, at the cost of a duplicate."""
-        async with emulator.client(retry_ambiguous=True) as client:
+        async with rule.client(retry_ambiguous=True) as client:
             conv = client.conversation()
             await conv.say(rule.text())
-            emulator.faults.script(["error_before"])
+            served.faults.script(["error_before"])
             before = rule.text("500 before recording")
             await conv.say(before)
-            emulator.faults.script(["error_after"])
+            served.faults.script(["error_after"])
             after = rule.text("500 after recording")
             await conv.say(after)
 
-            on_server = emulator.user_messages(conv.conv_id)
+            on_server = served.user_messages(conv.conv_id)
             assert on_server.count(before) == 1  # the retry delivered it
             assert on_server.count(after) == 2  # the documented cost: a duplicate
             assert [t.status for t in conv.history] == [TurnStatus.CONFIRMED] * 3
             rule.check_pool(client)
-        emulator.reset()  # the duplicate was the point; the rule's final check must not see it
+        served.reset()  # the duplicate was the point; the rule's final check must not see it
 
 
 # --- 12: error texts ---------------------------------------------------------------------------
@@ -534,7 +526,7 @@ class TestErrorTexts:
             ),
         ],
     )
-    async def test_server_texts(self, emulator: Emulator, rule: Rule, flavor, setup, errors):
+    async def test_server_texts(self, served: Emulator, rule: Rule, flavor, setup, errors):
         """Each 400/401/404 the emulator sends maps to its exception, and is never retried."""
         error = errors[flavor == "legacy"]
         options = {
@@ -542,16 +534,16 @@ class TestErrorTexts:
             "bad-scenario": {"scenario_id": "no-such-scenario"},
             "bad-conv-id": {},
         }[setup]
-        async with emulator.client(flavor=flavor, **options) as client:
+        async with rule.client(flavor=flavor, **options) as client:
             conv = client.conversation(conv_id="no-such-conv" if setup == "bad-conv-id" else None)
             with pytest.raises(error) as info:
                 await conv.say(rule.text("refused"))
             rule.check_error(info.value, error, outcome_unknown=False)
-            assert emulator.stats().requests == 1
+            assert served.stats().requests == 1
             assert conv.history == ()
             assert conv.unconfirmed == ()
             rule.check_pool(client)
-        async with emulator.client(flavor=flavor) as client:
+        async with rule.client(flavor=flavor) as client:
             await rule.check_next_turn(client.conversation())
 
     @pytest.mark.scenario(12)
@@ -581,14 +573,14 @@ class TestErrorTexts:
     @pytest.mark.parametrize("flavor", ["current", "legacy"])
     async def test_every_documented_text(self, rule: Rule, status, text, error, flavor):
         """Texts the SDK's own checks never let it provoke map right too (mock transport)."""
-        calls: list[httpx.Request] = []
+        calls: list[httpx2.Request] = []
 
-        def answer(request: httpx.Request) -> httpx.Response:
+        def answer(request: httpx2.Request) -> httpx2.Response:
             calls.append(request)
-            return httpx.Response(status, text=text, headers={"retry-after": "1"})
+            return httpx2.Response(status, text=text, headers={"retry-after": "1"})
 
-        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
-            client = rule.emulator.client(flavor=flavor, http_client=http)
+        async with httpx2.AsyncClient(transport=httpx2.MockTransport(answer)) as http:
+            client = rule.client(flavor=flavor, http_client=http)
             with pytest.raises(error) as info:
                 await client.say(rule.text())
 
@@ -605,13 +597,13 @@ class TestErrorTexts:
             {"conv_id": ""},
         ],
     )
-    async def test_rules_checked_before_sending(self, emulator: Emulator, rule: Rule, kwargs):
+    async def test_rules_checked_before_sending(self, served: Emulator, rule: Rule, kwargs):
         """What the server would refuse with a 400 is refused before anything is sent."""
-        async with emulator.client() as client:
+        async with rule.client() as client:
             with pytest.raises(ValidationError) as info:
                 await client.say(rule.text(), **kwargs)
         assert_no_secret(str(info.value), "a validation error")
-        assert emulator.stats().requests == 0
+        assert served.stats().requests == 0
 
 
 # --- 14: redirects -----------------------------------------------------------------------------
@@ -643,7 +635,7 @@ async def redirector(location: str) -> AsyncIterator[list[bytes]]:
         tg.cancel_scope.cancel()
 
 
-class EndlessStream(httpx.AsyncByteStream):
+class EndlessStream(httpx2.AsyncByteStream):
     """A body that never ends, and does not stop when closed (as a careless mock would)."""
 
     def __init__(self) -> None:
@@ -660,18 +652,15 @@ class EndlessStream(httpx.AsyncByteStream):
 
 class TestOversized:
     @pytest.mark.scenario(13)
-    # Such a stream cannot be closed: httpx's generators over it are left to the garbage
-    # collector, and trio says so. A warning on a broken mock beats a turn that never ends.
-    @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
     async def test_endless_stream_that_ignores_close(self, rule: Rule):
         """A body that keeps coming after the SDK closed it is read only a bounded amount more."""
         stream = EndlessStream()
 
-        def answer(request: httpx.Request) -> httpx.Response:
-            return httpx.Response(200, stream=stream)
+        def answer(request: httpx2.Request) -> httpx2.Response:
+            return httpx2.Response(200, stream=stream)
 
-        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
-            client = rule.emulator.client(http_client=http, max_response_bytes=SMALL_BODY)
+        async with httpx2.AsyncClient(transport=httpx2.MockTransport(answer)) as http:
+            client = rule.client(http_client=http, max_response_bytes=SMALL_BODY)
             with anyio.fail_after(5), pytest.raises(ResponseTooLargeError) as info:
                 await client.say(rule.text())
 
@@ -693,9 +682,8 @@ class TestInProcess:
         ],
         ids=["slow_headers", "endless", "drip"],
     )
-    async def test_slow_and_endless_bodies(self, fault, error):
+    async def test_slow_and_endless_bodies(self, emulator: Emulator, fault, error):
         """Late headers time out, an endless body is cut at the cap, a quick drip arrives."""
-        emulator = Emulator(scenarios=[Scenario("scn-1", tokens=(TOKEN,))])
         async with emulator.client(timeout=QUICK, max_response_bytes=SMALL_BODY) as client:
             conv = client.conversation()
             await conv.say("Hello")
@@ -714,21 +702,21 @@ class TestInProcess:
 class TestRedirects:
     @pytest.mark.scenario(14)
     @pytest.mark.parametrize("follow", [False, True], ids=["sdk-client", "following-http-client"])
-    async def test_not_followed(self, emulator: Emulator, rule: Rule, follow):
+    async def test_not_followed(self, served: Emulator, rule: Rule, follow):
         """A 307 is not followed (even by a client set to follow): the credential stays home."""
-        async with redirector(f"{emulator.base_url}/chat") as requests:
+        async with redirector(f"{served.base_url}/chat") as requests:
             port = int(requests.pop(0))
-            async with httpx.AsyncClient(follow_redirects=follow) as http:
-                client = emulator.client(base_url=f"http://127.0.0.1:{port}", http_client=http)
+            async with httpx2.AsyncClient(follow_redirects=follow) as http:
+                client = rule.client(base_url=f"http://127.0.0.1:{port}", http_client=http)
                 with pytest.raises(APIStatusError) as info:
                     await client.say(rule.text("redirected"))
                 await anyio.sleep(0.05)
 
         rule.check_error(info.value, APIStatusError, outcome_unknown=False, match="redirect")
-        assert emulator.base_url in str(info.value)
+        assert served.base_url in str(info.value)
         assert len(requests) == 1
         assert TOKEN.encode() in requests[0]  # it went to its own origin...
-        assert emulator.stats().requests == 0  # ...and nowhere else
+        assert served.stats().requests == 0  # ...and nowhere else
 
 
 # --- 16: one conversation, many callers ---------------------------------------------------------
@@ -736,10 +724,10 @@ class TestRedirects:
 
 class TestConcurrentTurns:
     @pytest.mark.scenario(16)
-    async def test_concurrent_first_turns_open_one_conversation(self, emulator, rule):
+    async def test_concurrent_first_turns_open_one_conversation(self, served, rule):
         """Concurrent say() on a new conversation run one at a time, in one conversation."""
-        emulator.service.latency = 0.02
-        async with emulator.client() as client:
+        served.service.latency = 0.02
+        async with rule.client() as client:
             conv = client.conversation()
             texts = [rule.text("concurrent") for _ in range(6)]
             async with anyio.create_task_group() as tg:
@@ -747,19 +735,19 @@ class TestConcurrentTurns:
                     tg.start_soon(conv.say, text)
                     await anyio.lowlevel.checkpoint()
 
-            (recorded,) = emulator.conversations()
+            (recorded,) = served.conversations()
             assert recorded.conv_id == conv.conv_id
-            assert emulator.user_messages(conv.conv_id) == tuple(texts)
+            assert served.user_messages(conv.conv_id) == tuple(texts)
             assert [t.text for t in conv.history] == texts
             rule.check_pool(client)
             rule.check_record()
 
     @pytest.mark.scenario(16)
     @pytest.mark.scenario(17)
-    async def test_waiting_first_turns_after_an_ambiguous_one(self, emulator, rule):
+    async def test_waiting_first_turns_after_an_ambiguous_one(self, served, rule):
         """Turns queued behind an ambiguous first turn refuse to open a second conversation."""
-        emulator.faults.script([Fault("drop_after", delay=0.05)])
-        async with emulator.client() as client:
+        served.faults.script([Fault("drop_after", delay=0.05)])
+        async with rule.client() as client:
             conv = client.conversation()
             errors: list[BaseException] = []
 
@@ -775,7 +763,7 @@ class TestConcurrentTurns:
                     await anyio.lowlevel.checkpoint()
 
             assert [type(e) for e in errors] == [APIConnectionError] + [UnconfirmedStartError] * 3
-            assert len(emulator.conversations()) == 1
-            assert emulator.stats().requests == 1
-            assert not busy_connections(client)
+            assert len(served.conversations()) == 1
+            assert served.stats().requests == 1
+            rule.check_pool(client)
         TALLY["faults checked"] += 1

@@ -18,7 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from quickchat_async import AsyncQuickchat, QuickchatError, ValidationError
-from quickchat_async.emulator import Fault, Scenario
+from quickchat_async._wire import encode_turn
+from quickchat_async.emulator import Fault
 from quickchat_async.testing import Emulator
 
 from .rule import API_KEY, SECRETS, TALLY, TOKEN, assert_no_secret, check_log_records
@@ -57,24 +58,28 @@ def every_view(value: object) -> str:
     return "\n".join([str(value), repr(value), rich_pretty.pretty_repr(value, max_string=None)])
 
 
-@pytest.fixture(name="canary")
-def _canary() -> Emulator:
-    """An in-process emulator that knows the canary credentials."""
-    return Emulator(scenarios=[Scenario("scn-canary", tokens=(TOKEN,), api_keys=(API_KEY,))])
-
-
 class TestWhatTheSDKHandsOut:
     @pytest.mark.parametrize("flavor", ["current", "legacy"])
-    async def test_reprs_snapshots_and_requests(self, canary: Emulator, flavor):
+    async def test_reprs_snapshots_and_requests(self, emulator: Emulator, flavor):
         """Client, conversation, turns, snapshot, prepared request: no credential in any view."""
-        async with canary.client(flavor=flavor) as client:
+        async with emulator.client(flavor=flavor) as client:
             conv = client.conversation(kb_topic="billing")
             await conv.say("Hello")
-            canary.faults.script([Fault("drop_after")])
+            emulator.faults.script([Fault("drop_after")])
             with pytest.raises(QuickchatError):
                 await conv.say("Are you there?")
-            request = client._request("Hi", conv.conv_id, {}, None)
-            views = [client, conv, conv.history, conv.unconfirmed, request, client.transport]
+            request = encode_turn(
+                client.config, client.config.default_call, text="Hi", conv_id=conv.conv_id
+            )
+            views = [
+                client,
+                client.config,
+                conv,
+                conv.history,
+                conv.unconfirmed,
+                request,
+                client.transport,
+            ]
             for value in views:
                 assert_no_secret(every_view(value), f"a view of {type(value).__name__}")
             assert_no_secret(json.dumps(conv.snapshot()), "a snapshot")
@@ -85,13 +90,13 @@ class TestWhatTheSDKHandsOut:
             assert (API_KEY.encode() in request.body) is (flavor == "legacy")
 
     @pytest.mark.parametrize("flavor", ["current", "legacy"])
-    async def test_exceptions_and_tracebacks_with_locals(self, canary: Emulator, flavor):
+    async def test_exceptions_and_tracebacks_with_locals(self, emulator: Emulator, flavor):
         """Each family of failure: message, repr, and tracebacks with every frame's locals."""
-        async with canary.client(flavor=flavor, max_response_bytes=16 * 1024) as client:
+        async with emulator.client(flavor=flavor, max_response_bytes=16 * 1024) as client:
             conv = client.conversation()
             await conv.say("Hello")
             for fault in FAULTS:
-                canary.faults.script([fault])
+                emulator.faults.script([fault])
                 with pytest.raises(QuickchatError) as info:
                     await conv.say(f"through {fault.kind.value}")
                 exc = info.value

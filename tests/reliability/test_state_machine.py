@@ -10,7 +10,7 @@ takes milliseconds) and, after every step, checks the conversation against a mod
   cannot tell (some landed and some not, or a cancelled turn came between);
 - its conv_id never changes once set;
 - the emulator's record holds no message twice, and agrees with what the history claims;
-- no connection slot is left borrowed.
+- no request is left in the client's transport.
 
 The event loop (asyncio or trio) runs in a blocking portal, so one loop serves a whole run.
 """
@@ -41,10 +41,11 @@ from quickchat_async import (
     TurnStatus,
     UnconfirmedStartError,
 )
-from quickchat_async.emulator import Fault, Scenario
+from quickchat_async.emulator import Fault
 from quickchat_async.testing import Emulator
+from tests.conftest import SCENARIO
 
-from .rule import API_KEY, TALLY, TOKEN, Rule, assert_no_secret, busy_connections
+from .rule import TALLY, Rule, assert_no_secret
 from .strategies import bounded
 
 
@@ -81,8 +82,7 @@ class ConversationMachine(RuleBasedStateMachine):
         self.portal = self.stack.enter_context(
             anyio.from_thread.start_blocking_portal(self.backend)
         )
-        scenario = Scenario("scn-stateful", tokens=(TOKEN,), api_keys=(API_KEY,))
-        self.emulator = Emulator(scenarios=[scenario], seed=7)
+        self.emulator = Emulator(scenarios=[SCENARIO], seed=7)
         self.rule = Rule(self.emulator)
         self.flavor = "current"
         self.client: AsyncQuickchat | None = None
@@ -104,8 +104,8 @@ class ConversationMachine(RuleBasedStateMachine):
     # --- helpers ---------------------------------------------------------------------------
 
     def new_client(self) -> AsyncQuickchat:
-        return self.emulator.client(
-            flavor=self.flavor,  # type: ignore[arg-type]
+        return self.rule.client(
+            flavor=self.flavor,
             timeout=Timeout(total=5, connect=5),
             max_response_bytes=16 * 1024,
             max_retries=2,
@@ -284,7 +284,7 @@ class ConversationMachine(RuleBasedStateMachine):
                 if turn.status is TurnStatus.NOT_LANDED:
                     assert turn.text not in server
         assert self.client is not None
-        assert busy_connections(self.client) == []
+        self.rule.check_pool(self.client)
         TALLY["stateful steps"] += 1
 
 

@@ -1,9 +1,9 @@
-"""Fixtures for the conversation stores: the emulator, a real Redis, and the stores.
+"""Fixtures for the conversation stores: a client of the emulator, a real Redis, the stores.
 
-Conversations go to the project's emulator (`quickchat_async.testing.Emulator`), in process,
-or served on 127.0.0.1 for tests whose workers are separate processes. Its record (the
-conversations and the user messages in them, and its request counters) is what proves there
-is one conversation per user and no turn lost or sent twice.
+Conversations go to the project's emulator with the test credentials: in process (`emulator`
+of tests/conftest.py), or served on 127.0.0.1 (`served`) for tests whose workers are separate
+processes. Its record (the conversations and the user messages in them, and its request
+counters) is what proves there is one conversation per user and no turn lost or sent twice.
 """
 
 from __future__ import annotations
@@ -19,29 +19,13 @@ from pathlib import Path
 import pytest
 
 from quickchat_async import AsyncQuickchat, MemoryStore, RedisStore, SQLiteStore
-from quickchat_async.emulator import EmulatorService, Role, Scenario
+from quickchat_async.emulator import EmulatorService, Role
 from quickchat_async.testing import Emulator
-
-
-TOKEN = "qc-test-token-do-not-store-7f3a"
-API_KEY = "qc-test-api-key-do-not-store-91c4"
-SCENARIO_ID = "scenario-stores"
-#: The AI Agent the tests talk to, with credentials distinctive enough to look for in a record.
-SCENARIO = Scenario(SCENARIO_ID, tokens=[TOKEN], api_keys=[API_KEY])
-
-
-def new_service() -> EmulatorService:
-    """A fresh emulator core serving `SCENARIO`."""
-    return EmulatorService(scenarios=[SCENARIO])
-
-
-@pytest.fixture(name="emulator")
-def _emulator() -> Emulator:
-    return Emulator(new_service())
 
 
 @pytest.fixture(name="client")
 async def _client(emulator: Emulator) -> AsyncIterator[AsyncQuickchat]:
+    """A client of the in-process emulator that never retries (each turn is one request)."""
     async with emulator.client(max_retries=0) as client:
         yield client
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from quickchat_async._models import html_to_text
-from quickchat_async.emulator import serve
+from quickchat_async import html_to_text
+from quickchat_async.testing import Emulator
+from tests.conftest import SCENARIO_ID, TOKEN
 
-from .conftest import SCENARIO_ID, TOKEN, new_service, recorded, replies
+from .conftest import recorded, replies
 
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
@@ -51,17 +52,14 @@ REFUNDS, CARDS = "How do refunds work?", "Which cards do you accept?"
 INVOICE, SHIPPING = "Can I get an invoice?", "How long does shipping take?"
 
 
-def test_bot_answers_and_resumes(tmp_path):
+def test_bot_answers_and_resumes(tmp_path, served: Emulator):
     """The bot answers each user, and after a restart goes on with their conversations."""
     database = tmp_path / "bot.db"
-    with serve(new_service()) as server:
-        first = run_bot(
-            server.base_url, database, [f"alice: {REFUNDS}", f"bob: {CARDS}", "nonsense"]
-        )
-        second = run_bot(
-            server.base_url, database, [f"alice: {INVOICE}", "bob: /forget", f"bob: {SHIPPING}"]
-        )
-    emulator = server.service
+    first = run_bot(served.base_url, database, [f"alice: {REFUNDS}", f"bob: {CARDS}", "nonsense"])
+    second = run_bot(
+        served.base_url, database, [f"alice: {INVOICE}", "bob: /forget", f"bob: {SHIPPING}"]
+    )
+    emulator = served
 
     assert sorted(recorded(emulator)) == sorted(
         [

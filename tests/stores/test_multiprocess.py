@@ -20,9 +20,11 @@ from typing import Any
 
 import pytest
 
-from quickchat_async.emulator import EmulatorService, Fault, ServerHandle, serve
+from quickchat_async.emulator import Fault
+from quickchat_async.testing import Emulator
+from tests.conftest import SCENARIO_ID, TOKEN
 
-from .conftest import SCENARIO_ID, TOKEN, new_service, recorded, redis_prefix
+from .conftest import recorded, redis_prefix
 
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
@@ -105,20 +107,7 @@ class Worker:
                 stream.close()
 
 
-@pytest.fixture(name="server")
-def _server() -> Iterator[ServerHandle]:
-    """The emulator, served on 127.0.0.1 for the test and stopped after it."""
-    with serve(new_service()) as server:
-        yield server
-
-
-@pytest.fixture(name="emulator")
-def _emulator(server: ServerHandle) -> EmulatorService:
-    """The served emulator's core: its record, counters and faults."""
-    return server.service
-
-
-def wait_for_requests(emulator: EmulatorService, count: int) -> None:
+def wait_for_requests(emulator: Emulator, count: int) -> None:
     """Wait until the emulator has received `count` requests."""
     deadline = time.monotonic() + ANSWER_TIMEOUT
     while emulator.stats().requests < count:
@@ -135,12 +124,12 @@ def _store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture(name="workers")
-def _workers(server: ServerHandle, store: str) -> Iterator[Any]:
-    """Start workers on the shared store; every one is stopped after the test."""
+def _workers(served: Emulator, store: str) -> Iterator[Any]:
+    """Start workers on the shared store, talking to the served emulator; all stopped after."""
     started: list[Worker] = []
 
     def start(lock_ttl: float | None = None) -> Worker:
-        worker = Worker(server.base_url, store, lock_ttl)
+        worker = Worker(served.base_url, store, lock_ttl)
         started.append(worker)
         return worker
 
@@ -149,13 +138,13 @@ def _workers(server: ServerHandle, store: str) -> Iterator[Any]:
         worker.close()
 
 
-def test_two_first_messages_race(workers, emulator):
+def test_two_first_messages_race(workers, served):
     """Two workers sending one user's first message at once start one conversation.
 
     Both replies come back, in order, and the store keeps both turns.
     """
     # The first reply is still on its way when the second message arrives.
-    emulator.faults.script([Fault("slow_headers", delay=0.3)] * 2)
+    served.faults.script([Fault("slow_headers", delay=0.3)] * 2)
     one, two = workers(), workers()
     one.wait_ready()
     two.wait_ready()
@@ -167,25 +156,25 @@ def test_two_first_messages_race(workers, emulator):
     assert all(answer["ok"] for answer in answers), answers
     assert len({answer["conv_id"] for answer in answers}) == 1
     assert sorted(answer["ord_number"] for answer in answers) == [3, 5]
-    (answered,) = recorded(emulator)
-    assert answers[0]["conv_id"] == emulator.conversations()[0].conv_id
+    (answered,) = recorded(served)
+    assert answers[0]["conv_id"] == served.conversations()[0].conv_id
     assert one.ask("show", "user-1")["history"] == list(answered)
     assert sorted(answered) == ["Hi from worker one", "Hi from worker two"]
-    assert emulator.stats().requests == 2
+    assert served.stats().requests == 2
 
 
-def test_killed_worker_mid_turn(workers, emulator):
+def test_killed_worker_mid_turn(workers, served):
     """A worker killed mid-turn: its lock expires, another worker goes on with the user.
 
     The server's record shows one conversation, no turn lost and none sent twice.
     """
     # The second request is not recorded, and is left unanswered for a minute.
-    emulator.faults.script([None, Fault("drop_before", delay=60)])
+    served.faults.script([None, Fault("drop_before", delay=60)])
     doomed = workers(lock_ttl=1.5)
     doomed.wait_ready()
     first = doomed.ask("say", "user-1", "Hello")
     doomed.send("say", "user-1", "Are you there?")
-    wait_for_requests(emulator, 2)  # the turn is in flight, its lock held
+    wait_for_requests(served, 2)  # the turn is in flight, its lock held
     doomed.kill()
     killed_at = time.monotonic()
 
@@ -199,13 +188,13 @@ def test_killed_worker_mid_turn(workers, emulator):
     assert answer["conv_id"] == first["conv_id"]
     assert answer["history"] == ["Hello", "Hello again"]
     assert answer["ord_number"] == 5
-    assert recorded(emulator) == [("Hello", "Hello again")]
+    assert recorded(served) == [("Hello", "Hello again")]
     # Three requests: the dead worker's unanswered one was not sent again.
-    stats = emulator.stats()
+    stats = served.stats()
     assert (stats.requests, stats.replied, dict(stats.by_fault)) == (3, 2, {"drop_before": 1})
 
 
-def test_restart_resumes_every_user(workers, emulator):
+def test_restart_resumes_every_user(workers, served):
     """A restarted bot process resumes each user's conversation with its history."""
     users = ["alice", "bob", "carol"]
     before = workers()
@@ -227,4 +216,4 @@ def test_restart_resumes_every_user(workers, emulator):
         assert answer["conv_id"] == shown["conv_id"]
         assert answer["ord_number"] == 7
 
-    assert sorted(recorded(emulator)) == [(f"{u} 1", f"{u} 2", f"{u} 3") for u in users]
+    assert sorted(recorded(served)) == [(f"{u} 1", f"{u} 2", f"{u} 3") for u in users]

@@ -24,8 +24,9 @@ from quickchat_async import (
 )
 from quickchat_async._stores._conversation import DEFAULT_STORED_HISTORY, default_lock_ttl
 from quickchat_async.emulator import Fault, Role
+from tests.conftest import API_KEY, SCENARIO_ID, TOKEN
 
-from .conftest import API_KEY, SCENARIO_ID, STORE_KINDS, TOKEN, recorded
+from .conftest import STORE_KINDS, recorded
 
 
 pytestmark = pytest.mark.anyio

@@ -23,6 +23,7 @@ from quickchat_async import (
     Conversation,
     Flavor,
     HTTPResponse,
+    Httpx2Transport,
     JSONValue,
     MemoryStore,
     Quickchat,
@@ -56,6 +57,8 @@ def check_reply(reply: Reply) -> None:
     assert_type(reply.ord_number, int | None)
     assert_type(reply.src, int | None)
     assert_type(reply.raw, Mapping[str, JSONValue])
+    assert_type(reply.attempts, int)
+    assert_type(reply.elapsed, float)
     assert_type(str(reply), str)
 
 
@@ -119,6 +122,10 @@ async def check_client() -> None:
     )
     AsyncQuickchat(api_key="...", scenario_id="...", timeout=None)
     AsyncQuickchat(timeout=NOT_GIVEN, transport="httpx")
+    AsyncQuickchat(transport="httpx2", max_connections=10)
+    async with httpx2.AsyncClient() as http:
+        AsyncQuickchat(token="...", scenario_id="...", http_client=http)
+        AsyncQuickchat(token="...", scenario_id="...", transport=Httpx2Transport(http))
     async with client as opened:
         assert_type(opened, AsyncQuickchat)
         assert_type(opened.flavor, Flavor)
@@ -143,7 +150,11 @@ async def check_conversations(opened: AsyncQuickchat) -> None:
     assert_type(conv.conv_id, str | None)
     assert_type(conv.kb_topic, str | None)
     assert_type(conv.metadata, Mapping[str, JSONValue])
-    assert isinstance(conv.client, AsyncQuickchat)  # typed as its sender part, AsyncSender
+    # conv.client is the sending half of the AsyncQuickchat that made it: what it sends with.
+    assert_type(await conv.client.say("Hello!"), Reply)
+    assert_type(conv.client.scenario_id, str)
+    assert_type(conv.client.is_closed, bool)
+    assert isinstance(conv.client, AsyncQuickchat)
     assert_type(await conv.say("How do refunds work?", context="The user is John."), Reply)
     assert_type(conv.history, tuple[Turn, ...])
     assert_type(conv.unconfirmed, tuple[Turn, ...])
@@ -186,6 +197,8 @@ async def check_testing() -> None:
     assert_type(emulator.messages(reply.conv_id), tuple[RecordedMessage, ...])
     assert_type(emulator.user_messages(reply.conv_id), tuple[str, ...])
     assert_type(emulator.stats(), Stats)
+    async with emulator.http_client() as http:
+        assert_type(http, httpx2.AsyncClient)
     async with Emulator() as served:
         assert_type(served.base_url, str)
 

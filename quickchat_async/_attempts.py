@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from types import TracebackType
 from typing import Final, Protocol
 
 import attrs
@@ -25,6 +26,7 @@ import stamina
 
 from ._config import Call
 from ._exceptions import APITimeoutError, QuickchatError
+from ._telemetry import TurnTrace
 from ._wire import BACKOFF, ChatRequest, retry_delay, retry_log_line, turn_deadline_error
 
 
@@ -140,6 +142,15 @@ class Attempts:
             return self.deadline_error()
         return None
 
+    def attempt(self, num: int, trace: TurnTrace) -> _AttemptScope:
+        """Attempt `num`, as a ``with`` block around it; see `_AttemptScope`."""
+        trace.attempt(num)
+        return _AttemptScope(self, num, trace)
+
+    def in_transport(self) -> _InTransport:
+        """The time the request is in the transport, as a ``with`` block; see `_InTransport`."""
+        return _InTransport(self)
+
     # --- the retries --------------------------------------------------------------------------
 
     def retry_delay(self, exc: Exception) -> bool | float:
@@ -191,6 +202,62 @@ class Attempts:
         if self.out_of_time():
             raise self.deadline_error()
         logger.info(retry_log_line(self._url, num, self.call.max_retries + 1, self._last))
+
+
+class _AttemptScope:
+    """One attempt: its failure is told to the trace and to the turn's `Attempts`.
+
+    A timeout that means the turn's deadline ran out leaves the block as the turn's deadline
+    error (`turn_deadline_error`), from the attempt's own.
+    """
+
+    __slots__ = ("_attempts", "_num", "_trace")
+
+    def __init__(self, attempts: Attempts, num: int, trace: TurnTrace) -> None:
+        self._attempts = attempts
+        self._num = num
+        self._trace = trace
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, QuickchatError):
+            self._trace.attempt_failed(self._num, exc)
+            overdue = self._attempts.failed(exc)
+            if overdue is not None:
+                raise overdue from exc
+
+
+class _InTransport:
+    """The request is in the transport: the message may be going out.
+
+    `Attempts.sending` is cleared when the transport answers, or fails and so says whether it
+    sent; it stays set when something else ends the block mid-way (the turn's deadline
+    cancelling it), since the message may then have gone out.
+    """
+
+    __slots__ = ("_attempts",)
+
+    def __init__(self, attempts: Attempts) -> None:
+        self._attempts = attempts
+
+    def __enter__(self) -> None:
+        self._attempts.sending = True
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None or isinstance(exc, QuickchatError):
+            self._attempts.sending = False
 
 
 def after_slot_wait(request: ChatRequest, waited: float) -> ChatRequest | None:

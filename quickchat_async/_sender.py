@@ -229,18 +229,11 @@ class AsyncSender(SenderBase[Transport, anyio.Semaphore], anyio.abc.AsyncResourc
     ) -> Reply:
         """One attempt: wait for the rate and a connection slot, send, decode."""
         self._check_open()
-        trace.attempt(num)
-        if self._rate_limiter is not None:
-            await self._rate_limiter.acquire()
-        request = attempts.within_deadline(request)
-        try:
+        with attempts.attempt(num, trace):
+            if self._rate_limiter is not None:
+                await self._rate_limiter.acquire()
+            request = attempts.within_deadline(request)
             return self._decode(await self._send(request, attempts), conv_id, num, attempts)
-        except QuickchatError as exc:
-            trace.attempt_failed(num, exc)
-            overdue = attempts.failed(exc)
-            if overdue is not None:
-                raise overdue from exc
-            raise
 
     async def _send(self, request: ChatRequest, attempts: Attempts) -> HTTPResponse:
         """Hold a connection slot for the attempt; a full pool waits within the deadline."""
@@ -249,18 +242,11 @@ class AsyncSender(SenderBase[Transport, anyio.Semaphore], anyio.abc.AsyncResourc
             slots.acquire_nowait()
         except anyio.WouldBlock:
             request = await self._wait_for_slot(request)
-        # Cleared when the transport answers, or fails and says whether it sent; left set when
-        # the turn's deadline cancels it mid-way, since the message may then have gone out.
-        attempts.sending = True
         try:
-            response = await self._pool.transport.send(request)
-        except QuickchatError:
-            attempts.sending = False
-            raise
+            with attempts.in_transport():
+                return await self._pool.transport.send(request)
         finally:
             slots.release()
-        attempts.sending = False
-        return response
 
     async def _wait_for_slot(self, request: ChatRequest) -> ChatRequest:
         """Queue for a slot; the wait counts against the attempt's deadline."""

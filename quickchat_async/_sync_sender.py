@@ -214,32 +214,20 @@ class SyncSender(SenderBase[SyncTransport, threading.Semaphore]):
     ) -> Reply:
         """One attempt: wait for a connection slot, send, decode."""
         self._check_open()
-        trace.attempt(num)
-        request = attempts.within_deadline(request)
-        try:
+        with attempts.attempt(num, trace):
+            request = attempts.within_deadline(request)
             return self._decode(self._send(request, attempts), conv_id, num, attempts)
-        except QuickchatError as exc:
-            trace.attempt_failed(num, exc)
-            overdue = attempts.failed(exc)
-            if overdue is not None:
-                raise overdue from exc
-            raise
 
     def _send(self, request: ChatRequest, attempts: Attempts) -> HTTPResponse:
         """Hold a connection slot for the attempt; a full pool waits within the deadline."""
         slots = self._pool.slots
         if not slots.acquire(blocking=False):
             request = self._wait_for_slot(request)
-        attempts.sending = True
         try:
-            response = self._pool.transport.send(request)
-        except QuickchatError:
-            attempts.sending = False
-            raise
+            with attempts.in_transport():
+                return self._pool.transport.send(request)
         finally:
             slots.release()
-        attempts.sending = False
-        return response
 
     def _wait_for_slot(self, request: ChatRequest) -> ChatRequest:
         """Queue for a slot; the wait counts against the attempt's deadline."""

@@ -37,6 +37,13 @@ def new_emulator(**options: object) -> Emulator:
     return Emulator(scenarios=[SCENARIO], seed=3, **options)  # type: ignore[arg-type]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that talk to the served emulator use real sockets on 127.0.0.1 (`network`)."""
+    for item in items:
+        if "server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.network)
+
+
 @pytest.fixture(scope="module", name="server")
 def _server() -> Iterator[Emulator]:
     """One emulator per module, served by uvicorn on 127.0.0.1 (its own thread and loop)."""
@@ -54,7 +61,9 @@ def _served(server: Emulator) -> Iterator[Emulator]:
     server.service.latency = 0.0
 
 
-@pytest.fixture(params=["in process", "served"], name="emulator")
+@pytest.fixture(
+    params=["in process", pytest.param("served", marks=pytest.mark.network)], name="emulator"
+)
 def _emulator(request: pytest.FixtureRequest) -> Emulator:
     """The emulator in process (no socket), then served on loopback."""
     if request.param == "served":

@@ -26,7 +26,14 @@ from .cases import CASES, Case, check, play
 from .conftest import SCENARIO, TOKEN, assert_no_secret
 
 
-@pytest.fixture(params=["httpx2 in process", "httpx2 served", "httpx served"], name="where")
+@pytest.fixture(
+    params=[
+        "httpx2 in process",
+        pytest.param("httpx2 served", marks=pytest.mark.network),
+        pytest.param("httpx served", marks=pytest.mark.network),
+    ],
+    name="where",
+)
 def _where(request: pytest.FixtureRequest) -> tuple[Emulator, str]:
     """An emulator and the transport to reach it with."""
     name: str = request.param

@@ -29,7 +29,11 @@ if importlib.util.find_spec("geventhttpclient") is None:  # only the subprocess 
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.parametrize("transport", ["httpx2", "gevent"])
+pytestmark = [
+    pytest.mark.network,
+    pytest.mark.slow,
+    pytest.mark.parametrize("transport", ["httpx2", "gevent"]),
+]
 
 
 def run_under_gevent(emulator: Emulator, mode: str, transport: str) -> Any:

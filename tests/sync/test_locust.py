@@ -96,6 +96,8 @@ def start(
         )
 
 
+@pytest.mark.network
+@pytest.mark.slow
 class TestDistributedRun:
     def test_master_and_two_workers(self, served: Emulator, locust_env, processes, tmp_path):
         """Both workers send turns, none fails, and the emulator got each message once."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import attrs
 import httpx2
 import pytest
 
@@ -86,6 +87,14 @@ class TestSyncHttpx2Transport:
             elapsed = time.monotonic() - start
         assert 0.45 < elapsed < 1.0
         assert info.value.outcome_unknown
+
+    def test_no_deadline_at_all(self, served: Emulator):
+        """With `timeout=None` nothing bounds the attempt, and the reply still comes."""
+        request = attrs.evolve(
+            chat_request(served.base_url), timeout=Timeout(total=None, connect=None)
+        )
+        with SyncHttpx2Transport() as transport:
+            assert transport.send(request).status_code == 200
 
     def test_a_phase_gets_only_what_is_left(self, served: Emulator):
         """After a slow connection pool wait or a long first phase, reads get what is left."""

@@ -38,8 +38,10 @@ from ._exceptions import (
     ValidationError,
 )
 from ._fanout import FanOut, FanOutResult, Job, Script
+from ._logs import configure_from_env as _configure_logging
 from ._models import HTTPResponse, Reply, Turn, TurnStatus, html_to_text
-from ._ratelimit import RateLimiter
+from ._ratelimit import Limiter, RateLimiter
+from ._redis_limiter import RedisRateLimiter
 from ._stores import (
     ConversationStore,
     MemoryStore,
@@ -92,6 +94,7 @@ __all__ = [
     "InternalServerError",
     "JSONValue",
     "Job",
+    "Limiter",
     "MemoryStore",
     "NotGiven",
     "PermissionDeniedError",
@@ -99,6 +102,7 @@ __all__ = [
     "QuickchatError",
     "RateLimitError",
     "RateLimiter",
+    "RedisRateLimiter",
     "RedisStore",
     "Reply",
     "ResponseTooLargeError",
@@ -126,3 +130,5 @@ __all__ = [
     "__version__",
     "html_to_text",
 ]
+
+_configure_logging()  # QUICKCHAT_LOG=info|debug, read once

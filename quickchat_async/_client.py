@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from ._conversation import Conversation
 from ._fanout import FanOut, FanOutOptions, FanOutResult, Job
-from ._ratelimit import RateLimiter
+from ._ratelimit import Limiter
 from ._sender import AsyncSender
 from ._stores import ConversationStore, StoredConversation
 from ._stores._conversation import StoredOptions
@@ -45,8 +45,13 @@ class AsyncQuickchat(AsyncSender):
             ``[aiohttp]``), or a `Transport` instance.
         max_connections: how many requests may be in flight at once; further ones wait.
         max_response_bytes: the largest response body the SDK reads.
-        rate_limiter: a `RateLimiter` every attempt of every turn waits on (shareable between
-            clients).
+        rate_limiter: a `RateLimiter` every attempt of every turn waits on, fan-outs included
+            (shareable between clients), or a `RedisRateLimiter` shared by a fleet of processes;
+            any object with an ``async def acquire()`` will do.
+        telemetry: where turns are reported. By default, OpenTelemetry (a span per turn and a
+            duration histogram, through the global providers) when `opentelemetry-api` is
+            installed, and nothing otherwise; an `OpenTelemetry` from `quickchat_async.otel`
+            to choose providers or record content; None for nothing.
 
     Raises:
         ValidationError: no credential, both, no scenario_id, or a bad argument.
@@ -143,7 +148,7 @@ class AsyncQuickchat(AsyncSender):
         concurrency: int = 64,
         rate_per_second: float | None = None,
         rate_per_minute: float | None = None,
-        rate_limiter: RateLimiter | None = None,
+        rate_limiter: Limiter | None = None,
         on_result: Callable[[FanOutResult], object] | None = None,
     ) -> list[FanOutResult]:
         """Run many conversations at once; return every job's result, in input order.
@@ -158,7 +163,8 @@ class AsyncQuickchat(AsyncSender):
                 `max_connections`.
             rate_per_second: at most this many requests a second, retries included.
             rate_per_minute: at most this many requests a minute, retries included.
-            rate_limiter: a `RateLimiter` to share between fan-outs, instead of the rates.
+            rate_limiter: a `RateLimiter` (or `RedisRateLimiter`) to share between fan-outs,
+                instead of the rates. The client's own limiter, if any, applies as well.
             on_result: called with each result as it arrives (a plain or an async function).
 
         Raises:
@@ -183,7 +189,7 @@ class AsyncQuickchat(AsyncSender):
         concurrency: int = 64,
         rate_per_second: float | None = None,
         rate_per_minute: float | None = None,
-        rate_limiter: RateLimiter | None = None,
+        rate_limiter: Limiter | None = None,
         on_result: Callable[[FanOutResult], object] | None = None,
     ) -> FanOut:
         """Run many conversations at once, yielding results as they finish.

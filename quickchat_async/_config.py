@@ -219,6 +219,8 @@ class ClientConfig:
             {
                 "Content-Type": "application/json",
                 "Accept": "application/json, text/plain",
+                # Only what the transports inflate within max_response_bytes (no br, zstd).
+                "Accept-Encoding": "gzip, deflate",
                 "User-Agent": SDK_USER_AGENT,
             },
             check_headers(default_headers),
@@ -281,11 +283,10 @@ class ClientConfig:
         Raises:
             ValidationError: a bad value, named.
         """
-        headers = self.headers
+        extra = None
         if default_headers is not NOT_GIVEN:
             extra = check_headers(default_headers)
-            check_no_secret(extra, self.secrets, name="default_headers")
-            headers = _merged_headers(dict(headers), extra)
+            check_no_secret(extra, Secret(self.secrets), name="default_headers")
         return attrs.evolve(
             self,
             timeout=self.timeout if timeout is NOT_GIVEN else Timeout.of(timeout),
@@ -298,7 +299,7 @@ class ClientConfig:
             deadline=self.deadline
             if deadline is NOT_GIVEN
             else check_seconds(deadline, name="deadline", optional=True),
-            headers=headers,
+            headers=self.headers if extra is None else _merged_headers(dict(self.headers), extra),
         )
 
     @functools.cached_property
@@ -325,15 +326,16 @@ class ClientConfig:
         if unknown:
             msg = f"unexpected keyword argument {min(unknown)!r} (per-call options: {_OPTIONS})"
             raise TypeError(msg)
-        headers = self.headers
+        # The headers (with the credential) are read only once nothing can fail: a frame that
+        # raises must hold no credential in a local (tracebacks formatted with locals).
+        extra_headers = None
         if "extra_headers" in options:
-            extra = check_headers(options["extra_headers"], name="extra_headers")
-            check_no_secret(extra, self.secrets, name="extra_headers")
-            headers = _merged_headers(dict(headers), extra)
+            extra_headers = check_headers(options["extra_headers"], name="extra_headers")
+            check_no_secret(extra_headers, Secret(self.secrets), name="extra_headers")
         extra_body = None
         if "extra_body" in options:
             extra_body = check_extra_body(options["extra_body"])
-            check_no_secret(extra_body, self.secrets, name="extra_body")
+            check_no_secret(extra_body, Secret(self.secrets), name="extra_body")
         return Call(
             timeout=Timeout.of(options["timeout"]) if "timeout" in options else self.timeout,
             max_retries=check_count(options["max_retries"], name="max_retries", minimum=0)
@@ -342,7 +344,9 @@ class ClientConfig:
             deadline=check_seconds(options["deadline"], name="deadline", optional=True)
             if "deadline" in options
             else self.deadline,
-            headers=headers,
+            headers=self.headers
+            if extra_headers is None
+            else _merged_headers(dict(self.headers), extra_headers),
             extra_body=extra_body,
         )
 

@@ -106,7 +106,9 @@ class ConversationBase(Generic[_ClientT]):
         return self._session.max_history
 
     def __repr__(self) -> str:
-        session = self._session
+        session = getattr(self, "_session", None)
+        if session is None:  # shown in the traceback of a failed __init__
+            return f"<{type(self).__name__} (not configured)>"
         topic = f" kb_topic={session.kb_topic!r}" if session.kb_topic is not None else ""
         return (
             f"<{type(self).__name__} conv_id={session.conv_id!r}{topic} "

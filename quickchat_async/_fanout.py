@@ -21,7 +21,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from ._conversation import Conversation
 from ._exceptions import ValidationError
 from ._models import Reply
-from ._ratelimit import RateLimiter
+from ._ratelimit import Limiter, RateLimiter, all_of
 from ._sender import AsyncSender
 from ._types import JSONValue
 from ._validation import check_count
@@ -107,12 +107,13 @@ class FanOutOptions:
 
     Attributes:
         concurrency: how many jobs run at once.
-        rate_limiter: the limiter every request of the fan-out waits on, retries included.
+        rate_limiter: the limiter every request of the fan-out waits on, retries included (the
+            client's own limiter, if any, applies too).
         on_result: called with each result as it arrives (a plain or an async function).
     """
 
     concurrency: int = attrs.field(default=64, converter=_concurrency)
-    rate_limiter: RateLimiter | None = None
+    rate_limiter: Limiter | None = None
     on_result: OnResult | None = None
 
     @classmethod
@@ -122,7 +123,7 @@ class FanOutOptions:
         concurrency: int,
         rate_per_second: float | None,
         rate_per_minute: float | None,
-        rate_limiter: RateLimiter | None,
+        rate_limiter: Limiter | None,
         on_result: OnResult | None,
     ) -> FanOutOptions:
         """The options of `fan_out`'s arguments: a limiter made of the rates, if given.
@@ -150,9 +151,12 @@ class FanOut:
         self, client: AsyncSender, jobs: Iterable[Job], options: FanOutOptions | None = None
     ) -> None:
         options = options or FanOutOptions()
-        # Every request of the fan-out's conversations waits on its limiter, retries included.
+        # Every request of the fan-out's conversations waits on its limiter, retries included,
+        # then on the client's: the shared limit is taken last, when the request is about to go.
         if options.rate_limiter is not None:
-            client = client.with_options(rate_limiter=options.rate_limiter)
+            client = client.with_options(
+                rate_limiter=all_of(options.rate_limiter, client.rate_limiter)
+            )
         self._client = client
         self._jobs: Iterator[tuple[int, Job]] = enumerate(jobs)
         self._options = options

@@ -5,12 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import functools
-import html
-import re
 from collections.abc import Mapping
 
 import attrs
 
+from ._html import html_to_text
 from ._types import JSONValue
 
 
@@ -19,21 +18,6 @@ __all__ = ["HTTPResponse", "Reply", "Turn", "TurnStatus", "html_to_text"]
 
 def _empty() -> dict[str, JSONValue]:
     return {}
-
-
-_BR = re.compile(r"<br\s*/?\s*>", re.IGNORECASE)
-_TAG = re.compile(r"</?[A-Za-z!][^>]*>")
-
-
-def html_to_text(markup: str) -> str:
-    """Turn a reply's light HTML into plain text.
-
-    `<br>` (in any spelling) becomes a newline, other tags are dropped and entities are
-    unescaped, in that order, so an escaped `&lt;b&gt;` survives as the literal text `<b>`.
-    """
-    if "<" not in markup and "&" not in markup:
-        return markup
-    return html.unescape(_TAG.sub("", _BR.sub("\n", markup)))
 
 
 @attrs.frozen(slots=True)

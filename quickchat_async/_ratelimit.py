@@ -1,6 +1,14 @@
-"""`RateLimiter`: token buckets on anyio, for Quickchat's per-token request limits."""
+"""Rate limits: what a limiter is (`Limiter`), and `RateLimiter`, token buckets in one process.
+
+Quickchat limits requests per token. Every attempt of every turn waits on the client's limiter,
+if it has one, and on a fan-out's own, if that has one (`all_of`). A limiter shared by a fleet
+of processes lives in `_redis_limiter`.
+"""
 
 from __future__ import annotations
+
+import inspect
+from typing import Protocol, runtime_checkable
 
 import anyio
 
@@ -8,7 +16,16 @@ from ._exceptions import ValidationError
 from ._validation import check_rate
 
 
-__all__ = ["RateLimiter"]
+__all__ = ["Limiter", "RateLimiter", "all_of", "check_limiter"]
+
+
+@runtime_checkable
+class Limiter(Protocol):
+    """Anything a request can wait on for its turn: `RateLimiter`, `RedisRateLimiter`, yours."""
+
+    async def acquire(self) -> None:
+        """Wait until one more request fits under the limit, and count it."""
+        ...
 
 
 class _Bucket:
@@ -93,3 +110,48 @@ class RateLimiter:
         """Wait until one more request fits under every limit, and count it."""
         for bucket in self._buckets:
             await bucket.acquire()
+
+
+class _AllOf:
+    """Several limiters that all apply: a request waits on each in turn."""
+
+    __slots__ = ("limiters",)
+
+    def __init__(self, limiters: tuple[Limiter, ...]) -> None:
+        self.limiters = limiters
+
+    def __repr__(self) -> str:
+        return f"<all of {', '.join(map(repr, self.limiters))}>"
+
+    async def acquire(self) -> None:
+        for limiter in self.limiters:
+            await limiter.acquire()
+
+
+def all_of(*limiters: Limiter | None) -> Limiter | None:
+    """One limiter that waits on each of `limiters` in order (None ones left out).
+
+    Put the narrowest first: a request holding a token of a shared limiter should not then
+    wait on a local one, keeping the shared token from the rest of the fleet.
+    """
+    given = tuple(limiter for limiter in limiters if limiter is not None)
+    if len(given) <= 1:
+        return given[0] if given else None
+    return _AllOf(given)
+
+
+def check_limiter(rate_limiter: object, *, name: str = "rate_limiter") -> Limiter | None:
+    """A limiter (an object with ``async def acquire()``), or None.
+
+    Raises:
+        ValidationError: anything else.
+    """
+    if rate_limiter is None:
+        return None
+    acquire = getattr(rate_limiter, "acquire", None)
+    if not isinstance(rate_limiter, Limiter) or not inspect.iscoroutinefunction(acquire):
+        raise ValidationError(
+            f"{name} must be a RateLimiter, a RedisRateLimiter, an object with an "
+            f"`async def acquire()`, or None; not {type(rate_limiter).__name__}."
+        )
+    return rate_limiter

@@ -16,11 +16,11 @@ import anyio.abc
 
 from ._attempts import Attempts, after_slot_wait
 from ._config import DEFAULT_MAX_RESPONSE_BYTES, Call, CallOptions, ClientConfig, Timeout
-from ._exceptions import QuickchatError, ValidationError
+from ._exceptions import QuickchatError
 from ._models import HTTPResponse, Reply
-from ._ratelimit import RateLimiter
+from ._ratelimit import Limiter, check_limiter
 from ._sender_base import Pool, SenderBase
-from ._telemetry import TurnTrace
+from ._telemetry import Telemetry, TurnTrace
 from ._transports import BaseTransport, Transport, resolve_transport
 from ._types import NOT_GIVEN, JSONValue, NotGiven, Secret
 from ._wire import ChatRequest, encode_say
@@ -59,7 +59,8 @@ class AsyncSender(SenderBase[Transport, anyio.Semaphore], anyio.abc.AsyncResourc
         transport: Transport | Literal["httpx2", "httpx", "aiohttp"] | None = None,
         max_connections: int = 100,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        rate_limiter: RateLimiter | None = None,
+        rate_limiter: Limiter | None = None,
+        telemetry: Telemetry | NotGiven | None = NOT_GIVEN,
     ) -> None:
         # The credentials are wrapped before anything can fail: a traceback formatted with
         # locals (rich, pytest, Sentry) shows `<redacted>`, never the token or api_key.
@@ -83,9 +84,11 @@ class AsyncSender(SenderBase[Transport, anyio.Semaphore], anyio.abc.AsyncResourc
         if isinstance(chosen, BaseTransport):
             config = config.with_user_agent(chosen.user_agent)
         super().__init__(
-            config, Pool(chosen, anyio.Semaphore(config.max_connections, fast_acquire=True))
+            config,
+            Pool(chosen, anyio.Semaphore(config.max_connections, fast_acquire=True)),
+            telemetry,
         )
-        self._rate_limiter = _check_limiter(rate_limiter)
+        self._rate_limiter = check_limiter(rate_limiter)
 
     def with_options(
         self,
@@ -95,7 +98,7 @@ class AsyncSender(SenderBase[Transport, anyio.Semaphore], anyio.abc.AsyncResourc
         retry_ambiguous: bool | NotGiven = NOT_GIVEN,
         deadline: float | NotGiven | None = NOT_GIVEN,
         default_headers: Mapping[str, str] | NotGiven = NOT_GIVEN,
-        rate_limiter: RateLimiter | NotGiven | None = NOT_GIVEN,
+        rate_limiter: Limiter | NotGiven | None = NOT_GIVEN,
     ) -> Self:
         """A client with other settings that shares this one's connections.
 
@@ -115,12 +118,12 @@ class AsyncSender(SenderBase[Transport, anyio.Semaphore], anyio.abc.AsyncResourc
         derived._rate_limiter = (  # noqa: SLF001 -- a client of this very class
             self._rate_limiter
             if isinstance(rate_limiter, NotGiven)
-            else _check_limiter(rate_limiter)
+            else check_limiter(rate_limiter)
         )
         return derived
 
     @property
-    def rate_limiter(self) -> RateLimiter | None:
+    def rate_limiter(self) -> Limiter | None:
         """The limiter every attempt waits on, if any."""
         return self._rate_limiter
 
@@ -243,6 +246,7 @@ class AsyncSender(SenderBase[Transport, anyio.Semaphore], anyio.abc.AsyncResourc
         except anyio.WouldBlock:
             request = await self._wait_for_slot(request)
         try:
+            self._check_open()  # closed while the attempt waited (the rate, a slot)
             with attempts.in_transport():
                 return await self._pool.transport.send(request)
         finally:
@@ -259,11 +263,3 @@ class AsyncSender(SenderBase[Transport, anyio.Semaphore], anyio.abc.AsyncResourc
                 return shortened
             slots.release()
         raise self._slot_timeout(request)
-
-
-def _check_limiter(rate_limiter: object) -> RateLimiter | None:
-    if rate_limiter is not None and not isinstance(rate_limiter, RateLimiter):
-        raise ValidationError(
-            f"rate_limiter must be a RateLimiter or None, not {type(rate_limiter).__name__}."
-        )
-    return rate_limiter

@@ -17,8 +17,9 @@ from ._attempts import Attempts
 from ._config import Call, ClientConfig, Timeout
 from ._exceptions import ClientClosedError
 from ._models import HTTPResponse, Reply
-from ._telemetry import NO_TELEMETRY, Telemetry
-from ._types import Flavor
+from ._observe import resolve_telemetry
+from ._telemetry import Telemetry
+from ._types import Flavor, NotGiven
 from ._wire import ChatRequest, decode_reply, slot_timeout_error
 
 
@@ -59,11 +60,16 @@ class SenderBase(Generic[_TransportT, _SlotsT]):
 
     __slots__ = ("_config", "_owns_pool", "_pool", "_state", "_telemetry")
 
-    def __init__(self, config: ClientConfig, pool: Pool[_TransportT, _SlotsT]) -> None:
+    def __init__(
+        self,
+        config: ClientConfig,
+        pool: Pool[_TransportT, _SlotsT],
+        telemetry: Telemetry | NotGiven | None,
+    ) -> None:
         self._config = config
         self._pool = pool
         self._owns_pool = True
-        self._telemetry: Telemetry = NO_TELEMETRY
+        self._telemetry: Telemetry = resolve_telemetry(telemetry)
         self._state = _State.UNOPENED
 
     def _derive(

@@ -62,16 +62,29 @@ class TurnScope:
     Use it as a ``with`` block around the I/O: send `request` (it continues `conv_id`), then
     `confirm()` the reply inside the block. Leaving the block by an SDK error keeps the turn
     as unconfirmed if its message may have landed (`Session.fail`); by anything else (a
-    cancellation, KeyboardInterrupt) the turn is abandoned (`Session.abandon`).
+    cancellation, KeyboardInterrupt) the turn is abandoned (`Session.abandon`). A turn that may
+    be retried after a failure with an unknown outcome (`retry_ambiguous`) may be recorded
+    twice, and settles the pending turns accordingly.
     """
 
-    __slots__ = ("_session", "_turn", "request")
+    __slots__ = ("_retries_ambiguous", "_retry_ambiguous", "_session", "_turn", "request")
 
-    def __init__(self, session: Session, turn: PreparedTurn, request: ChatRequest) -> None:
+    def __init__(
+        self,
+        session: Session,
+        turn: PreparedTurn,
+        request: ChatRequest,
+        *,
+        call: Call,
+        retry_ambiguous: bool,
+    ) -> None:
         self._session = session
         self._turn = turn
         #: The prepared POST of this turn.
         self.request = request
+        self._retry_ambiguous = retry_ambiguous
+        #: Whether this turn may be sent again after a failure with an unknown outcome.
+        self._retries_ambiguous = retry_ambiguous and call.max_retries > 0
 
     @property
     def conv_id(self) -> str | None:
@@ -83,7 +96,9 @@ class TurnScope:
 
     def confirm(self, reply: Reply) -> None:
         """The reply arrived: the turn goes into the session (see `Session.confirm`)."""
-        self._session.confirm(self._turn, reply)
+        self._session.confirm(
+            self._turn, reply, may_repeat=self._retry_ambiguous and reply.attempts > 1
+        )
 
     def __exit__(
         self,
@@ -94,7 +109,7 @@ class TurnScope:
         if exc is None:
             return
         if isinstance(exc, QuickchatError):
-            self._session.fail(self._turn, exc)
+            self._session.fail(self._turn, exc, may_repeat=self._retries_ambiguous)
         else:
             self._session.abandon(self._turn)
 
@@ -113,14 +128,15 @@ class Session:
     """
 
     __slots__ = (
+        "_current",
         "_history",
         "_kb_topic",
         "_metadata",
         "_pending",
         "conv_id",
-        "in_flight",
         "last_ord",
         "max_history",
+        "pending_may_repeat",
     )
 
     def __init__(
@@ -144,8 +160,12 @@ class Session:
         #: tell, at the next reply, whether those messages landed.
         self._pending: tuple[Turn, ...] = ()
         self.last_ord: int | None = None
-        #: A turn has been begun and not yet ended: the server may know the conversation.
-        self.in_flight = False
+        #: A pending turn may have been recorded more than once (it was retried after a failure
+        #: with an unknown outcome, `retry_ambiguous`): then the numbers cannot prove that all
+        #: pending turns landed.
+        self.pending_may_repeat = False
+        #: The turn begun and not yet ended, if any: the server may already have its message.
+        self._current: PreparedTurn | None = None
 
     # --- state --------------------------------------------------------------------------------
 
@@ -169,9 +189,14 @@ class Session:
         """Turns since the last reply whose messages may or may not have reached the server."""
         return self._pending
 
+    @property
+    def in_flight(self) -> PreparedTurn | None:
+        """The turn begun and not yet ended, if any: the server may already have its message."""
+        return self._current
+
     def started(self) -> bool:
         """Whether the server may already know this conversation's first request."""
-        return self.conv_id is not None or self.in_flight
+        return self.conv_id is not None or self._current is not None
 
     def set_kb_topic(self, value: object) -> None:
         """Change the topic for the next turns.
@@ -223,7 +248,7 @@ class Session:
         turn = PreparedTurn(
             text, self.conv_id, self._client_metadata(turn_metadata), context, _now()
         )
-        self.in_flight = True
+        self._current = turn
         return turn
 
     def turn(
@@ -237,9 +262,8 @@ class Session:
     ) -> TurnScope:
         """Begin a turn (see `begin`) and encode its request with the turn's `call` settings.
 
-        End it with the returned `TurnScope`.
-
-        The caller holds the conversation's turn lock until the scope's block ends.
+        End it with the returned `TurnScope`. The caller holds the conversation's turn lock
+        until the scope's block ends.
 
         Raises:
             UnconfirmedStartError: the first message's outcome is unknown.
@@ -259,19 +283,28 @@ class Session:
         except QuickchatError as exc:
             self.fail(turn, exc)
             raise
-        return TurnScope(self, turn, request)
+        return TurnScope(self, turn, request, call=call, retry_ambiguous=config.retry_ambiguous)
 
-    def confirm(self, turn: PreparedTurn, reply: Reply) -> None:
-        """The reply arrived: keep its conv_id, settle pending turns, append the turn."""
-        self.in_flight = False
+    def confirm(self, turn: PreparedTurn, reply: Reply, *, may_repeat: bool = False) -> None:
+        """The reply arrived: keep its conv_id, settle pending turns, append the turn.
+
+        `may_repeat`: an earlier attempt of this turn failed after the message may have been
+        recorded, and it was sent again (`retry_ambiguous`): the server may hold it twice.
+        """
+        self._current = None
         self.conv_id = reply.conv_id
-        self._settle(reply.ord_number)
+        self._settle(reply.ord_number, may_repeat=may_repeat)
         self._append(self._turn(turn, reply=reply))
 
-    def fail(self, turn: PreparedTurn, exc: QuickchatError) -> None:
-        """The turn raised: keep it as unconfirmed if the message may have landed."""
-        self.in_flight = False
+    def fail(self, turn: PreparedTurn, exc: QuickchatError, *, may_repeat: bool = False) -> None:
+        """The turn raised: keep it as unconfirmed if the message may have landed.
+
+        `may_repeat`: the turn may have been sent more than once after failures with an unknown
+        outcome (`retry_ambiguous`), so the server may hold it more than once.
+        """
+        self._current = None
         if exc.outcome_unknown:
+            self.pending_may_repeat = self.pending_may_repeat or may_repeat
             unconfirmed = self._turn(
                 turn,
                 status=TurnStatus.UNCONFIRMED,
@@ -286,13 +319,14 @@ class Session:
         The next reply's ord_number can then no longer tell which pending turns landed, so
         they stay unconfirmed.
         """
-        self.in_flight = False
+        self._current = None
         self.last_ord = None
 
     def start_over(self) -> None:
         """Accept that the unconfirmed first message is lost to this conversation."""
         if self.conv_id is None:
             self._pending = ()
+            self.pending_may_repeat = False
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -327,27 +361,32 @@ class Session:
         check_metadata_size(merged)
         return merged
 
-    def _settle(self, ord_number: int | None) -> None:
+    def _settle(self, ord_number: int | None, *, may_repeat: bool) -> None:
         """Use a reply's ord_number to tell whether the pending turns' messages landed.
 
         Each turn adds two messages (the user's and the reply), so a reply numbered N after one
-        numbered L means (N - L) / 2 - 1 of the pending messages landed. Only "none" and "all"
-        say which ones did.
+        numbered L means (N - L) / 2 - 1 messages were recorded in between. None says that no
+        pending turn landed. That all of them did is proven only when each can have been
+        recorded at most once: a turn retried after a failure with an unknown outcome (this
+        one, or a pending one) may have been recorded twice, and its second copy would count
+        as another turn's. When the count proves nothing, the turns stay unconfirmed.
         """
         pending, last = self._pending, self.last_ord
-        self._pending, self.last_ord = (), ord_number
+        repeated = may_repeat or self.pending_may_repeat
+        self._pending, self.last_ord, self.pending_may_repeat = (), ord_number, False
         if not pending or ord_number is None or last is None:
             return
         landed, odd = divmod(ord_number - last, 2)
         landed -= 1
-        if odd or landed not in {0, len(pending)}:
+        if odd or not (landed == 0 or (landed == len(pending) and not repeated)):
             logger.info(
                 "Could not tell which of %d unconfirmed messages of conversation %s landed "
-                "(ord_number %d after %d)",
+                "(ord_number %d after %d%s)",
                 len(pending),
                 self.conv_id,
                 ord_number,
                 last,
+                ", a message may have been recorded twice" if repeated else "",
             )
             return
         status = TurnStatus.LANDED if landed else TurnStatus.NOT_LANDED
@@ -368,8 +407,15 @@ class Session:
 
     # --- restoring ----------------------------------------------------------------------------
 
-    def restore(self, history: list[Turn], unconfirmed: list[Turn], last_ord: int | None) -> None:
-        """Put back the turns of a snapshot (see `_snapshot.session_from_json`)."""
+    def restore(
+        self,
+        history: list[Turn],
+        unconfirmed: list[Turn],
+        last_ord: int | None,
+        *,
+        may_repeat: bool = False,
+    ) -> None:
+        """Put back the turns of a snapshot (see `_snapshot.session_from_snapshot`)."""
         for turn in history:
             self._append(turn)
         # The same turns are in history (unless trimmed): share the objects, so settling one
@@ -377,3 +423,15 @@ class Session:
         known = {(turn.text, turn.sent_at): turn for turn in self._history}
         self._pending = tuple(known.get((turn.text, turn.sent_at), turn) for turn in unconfirmed)
         self.last_ord = last_ord
+        self.pending_may_repeat = may_repeat and bool(self._pending)
+
+    def in_flight_turn(self) -> Turn | None:
+        """The turn in flight, as an unconfirmed turn: what a snapshot taken now keeps of it."""
+        current = self._current
+        if current is None:
+            return None
+        return self._turn(
+            current,
+            status=TurnStatus.UNCONFIRMED,
+            error="InFlight: the turn was still waiting for its reply when the snapshot was taken",
+        )

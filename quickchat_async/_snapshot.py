@@ -26,18 +26,32 @@ _UTC: Final = dt.UTC
 
 
 def snapshot_of(session: Session) -> dict[str, JSONValue]:
-    """The session's state as a JSON-serialisable dict, without any credential."""
-    return {
+    """The session's state as a JSON-serialisable dict, without any credential.
+
+    A turn in flight is kept as unconfirmed: its message may already be on the server, and a
+    conversation resumed from the snapshot must not open a second server conversation (nor
+    count the message as never sent). Since the turn may still go on in this process, and be
+    retried, the next reply of the resumed conversation never claims that it landed.
+    """
+    history, unconfirmed = session.history, session.unconfirmed
+    may_repeat = session.pending_may_repeat
+    in_flight = session.in_flight_turn()
+    if in_flight is not None:
+        history, unconfirmed, may_repeat = (*history, in_flight), (*unconfirmed, in_flight), True
+    snapshot: dict[str, JSONValue] = {
         "kind": _SNAPSHOT_KIND,
         "version": SNAPSHOT_VERSION,
         "conv_id": session.conv_id,
         "kb_topic": session.kb_topic,
         "metadata": dict(session.metadata),
         "max_history": session.max_history,
-        "history": [_turn_to_json(turn) for turn in session.history],
-        "unconfirmed": [_turn_to_json(turn) for turn in session.unconfirmed],
+        "history": [_turn_to_json(turn) for turn in history],
+        "unconfirmed": [_turn_to_json(turn) for turn in unconfirmed],
         "last_ord_number": session.last_ord,
     }
+    if may_repeat:  # written only when set: older SDKs ignore it, and read no such turns
+        snapshot["unconfirmed_may_repeat"] = True
+    return snapshot
 
 
 def session_from_snapshot(snapshot: object) -> Session:
@@ -73,6 +87,7 @@ def session_from_snapshot(snapshot: object) -> Session:
         [_turn_from_json(item) for item in history],
         [_turn_from_json(item) for item in unconfirmed],
         _optional_int(data, "last_ord_number"),
+        may_repeat=data.get("unconfirmed_may_repeat") is True,
     )
     return session
 

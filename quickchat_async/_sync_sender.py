@@ -21,7 +21,7 @@ from ._config import DEFAULT_MAX_RESPONSE_BYTES, Call, CallOptions, ClientConfig
 from ._exceptions import QuickchatError
 from ._models import HTTPResponse, Reply
 from ._sender_base import Pool, SenderBase
-from ._telemetry import TurnTrace
+from ._telemetry import Telemetry, TurnTrace
 from ._transports import SyncBaseTransport, SyncTransport, resolve_sync_transport
 from ._types import NOT_GIVEN, JSONValue, NotGiven, Secret
 from ._wire import ChatRequest, encode_say
@@ -60,6 +60,7 @@ class SyncSender(SenderBase[SyncTransport, threading.Semaphore]):
         transport: SyncTransport | Literal["httpx2", "httpx", "gevent"] | None = None,
         max_connections: int = 100,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        telemetry: Telemetry | NotGiven | None = NOT_GIVEN,
     ) -> None:
         # As in AsyncSender: no frame of a failed check holds the raw credential.
         credentials = (Secret(token), Secret(api_key))
@@ -81,7 +82,9 @@ class SyncSender(SenderBase[SyncTransport, threading.Semaphore]):
         chosen = resolve_sync_transport(transport, http_client, config.max_connections)
         if isinstance(chosen, SyncBaseTransport):
             config = config.with_user_agent(chosen.user_agent)
-        super().__init__(config, Pool(chosen, threading.Semaphore(config.max_connections)))
+        super().__init__(
+            config, Pool(chosen, threading.Semaphore(config.max_connections)), telemetry
+        )
 
     def with_options(
         self,
@@ -224,6 +227,7 @@ class SyncSender(SenderBase[SyncTransport, threading.Semaphore]):
         if not slots.acquire(blocking=False):
             request = self._wait_for_slot(request)
         try:
+            self._check_open()  # closed while the attempt waited for a slot
             with attempts.in_transport():
                 return self._pool.transport.send(request)
         finally:

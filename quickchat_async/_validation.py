@@ -10,8 +10,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import unicodedata
 from collections.abc import Mapping
-from typing import Final, Literal, overload
+from typing import Final, Literal, cast, overload
 
 import httpx2
 
@@ -21,6 +22,7 @@ from ._types import Flavor, JSONValue, Secret
 
 __all__ = [
     "MAX_CONTEXT_CHARS",
+    "MAX_JSON_DEPTH",
     "MAX_METADATA_KEYS",
     "MAX_USER_KEY_CHARS",
     "check_base_url",
@@ -40,6 +42,7 @@ __all__ = [
     "check_text",
     "check_turn",
     "check_user_key",
+    "nested_deeper_than",
 ]
 
 #: The documented limit of `client_metadata` keys per request.
@@ -48,6 +51,11 @@ MAX_METADATA_KEYS: Final = 5
 MAX_CONTEXT_CHARS: Final = 1000
 #: The longest user key accepted. Keys are identifiers (a chat id, "telegram:42"), not content.
 MAX_USER_KEY_CHARS: Final = 512
+#: The deepest nesting of JSON the SDK sends or accepts in a reply (a mapping or a list is one
+#: level). Far above any real metadata or reply, and far below what the encoders and decoders
+#: the body and a stored conversation go through can take (the json module's recursion,
+#: orjson's 254 levels when writing), so nothing between the user and the store can fail on it.
+MAX_JSON_DEPTH: Final = 128
 #: The body fields the Chat endpoint documents (both flavors); `extra_body` cannot replace them.
 _DOCUMENTED_FIELDS: Final = frozenset(
     {"api_key", "scenario_id", "conv_id", "text", "client_metadata", "message_context"}
@@ -56,6 +64,9 @@ _DOCUMENTED_FIELDS: Final = frozenset(
 _RESERVED_HEADERS: Final = frozenset(
     {"authorization", "proxy-authorization", "content-length", "host"}
 )
+
+#: The characters a credential is made of: visible ASCII, from "!" to "~".
+_VISIBLE_ASCII: Final = ("!", "~")
 
 _JSON_CHECK: Final = json.JSONEncoder(ensure_ascii=False, allow_nan=False, check_circular=True)
 
@@ -71,6 +82,35 @@ def _utf8(text: str, name: str) -> str:
             "the text was decoded."
         ) from None
     return text
+
+
+def _is_container(value: object) -> bool:
+    return isinstance(value, (Mapping, list, tuple))
+
+
+def nested_deeper_than(value: object, limit: int) -> bool:
+    """Whether mappings and lists in `value` nest more than `limit` levels deep.
+
+    Without recursion, so no depth can overflow the stack; each container is visited once (a
+    structure that contains itself is reported as too deep).
+    """
+    stack: list[tuple[object, int]] = [(value, 1)]
+    seen: set[int] = set()
+    while stack:
+        item, depth = stack.pop()
+        identity = id(item)
+        children: list[object]
+        if isinstance(item, Mapping):
+            children = list(cast("Mapping[object, object]", item).values())
+        elif isinstance(item, (list, tuple)):
+            children = list(cast("list[object]", item))
+        else:
+            continue
+        if depth > limit or identity in seen:
+            return True
+        seen.add(identity)
+        stack.extend((child, depth + 1) for child in children if _is_container(child))
+    return False
 
 
 # --- a turn -----------------------------------------------------------------------------------
@@ -140,14 +180,17 @@ def check_metadata(
         copy[key] = value
     if max_keys is not None:
         check_metadata_size(copy, name=name)
+    if nested_deeper_than(copy, MAX_JSON_DEPTH):
+        raise ValidationError(
+            f"{name} is nested more than {MAX_JSON_DEPTH} levels deep (or contains itself); "
+            "send flatter metadata."
+        )
     try:
         _utf8(_JSON_CHECK.encode(copy), name)
     except (TypeError, ValueError) as exc:
         raise ValidationError(
             f"{name} values must be JSON (str, int, float, bool, None, lists and dicts): {exc}."
         ) from None
-    except RecursionError:
-        raise ValidationError(f"{name} is nested too deeply to be sent as JSON.") from None
     return copy
 
 
@@ -166,20 +209,33 @@ def check_extra_body(extra_body: object) -> dict[str, JSONValue]:
     return body
 
 
-def check_no_secret(
-    values: Mapping[str, JSONValue], secrets: tuple[str, ...], *, name: str
-) -> None:
+def check_no_secret(values: Mapping[str, JSONValue], secrets: Secret, *, name: str) -> None:
     """Refuse extra headers or body fields that would carry the credential.
 
-    The message names the option and the key, never the value.
+    The message names the option and the key, never the value; the frame that raises holds
+    no credential in a local (a traceback formatted with locals shows them).
     """
-    for key, value in values.items():
-        encoded = _JSON_CHECK.encode(value)
-        if any(secret and (secret in encoded or secret in key) for secret in secrets):
-            raise ValidationError(
-                f"{name} entry {key!r} carries the client's credential; the SDK sends it only "
-                "where the flavor puts it (the Authorization header, or the legacy api_key)."
-            )
+    found = next(
+        (
+            repr(key) if not _carries(key, None, secrets) else "(its name)"
+            for key, value in values.items()
+            if _carries(key, value, secrets)
+        ),
+        None,
+    )
+    if found is not None:
+        raise ValidationError(
+            f"{name} entry {found} carries the client's credential; the SDK sends it only "
+            "where the flavor puts it (the Authorization header, or the legacy api_key)."
+        )
+
+
+def _carries(key: str, value: JSONValue, secrets: Secret) -> bool:
+    encoded = _JSON_CHECK.encode(value)
+    return any(
+        secret and (secret in encoded or secret in key)
+        for secret in cast("tuple[str, ...]", secrets.reveal())
+    )
 
 
 def check_metadata_size(metadata: Mapping[str, object], *, name: str = "client_metadata") -> None:
@@ -287,9 +343,28 @@ def check_credential(token: Secret, api_key: Secret, *, where: str) -> tuple[Fla
     )
     if not isinstance(secret.reveal(), str) or not str(secret.reveal()).strip():
         raise ValidationError(f"{name} must be a non-empty string.")
-    if any(c in str(secret.reveal()) for c in "\r\n\x00"):
-        raise ValidationError(f"{name} contains a line break or NUL; check how it was read.")
+    if not all(_VISIBLE_ASCII[0] <= c <= _VISIBLE_ASCII[1] for c in str(secret.reveal())):
+        raise ValidationError(_foreign_character(secret, name))
     return flavor, secret
+
+
+def _foreign_character(secret: Secret, name: str) -> str:
+    """Say which character of a credential is not visible ASCII, and where; never the rest.
+
+    Credentials are visible ASCII; anything else was pasted along (a non-breaking or
+    zero-width space, a line break, an accented letter) and could not be sent in a header.
+    """
+    index, char = next(
+        (i, c)
+        for i, c in enumerate(str(secret.reveal()))
+        if not _VISIBLE_ASCII[0] <= c <= _VISIBLE_ASCII[1]
+    )
+    described = f"U+{ord(char):04X} {unicodedata.name(char, 'a control character')}"
+    return (
+        f"{name} holds {described} at position {index + 1} of "
+        f"{len(str(secret.reveal()))}; a credential is made of visible ASCII characters only. "
+        "Check how it was pasted or read (a non-breaking or zero-width space, a line break)."
+    )
 
 
 def check_scenario_id(scenario_id: object) -> str:
@@ -357,6 +432,11 @@ def check_headers(headers: object, *, name: str = "default_headers") -> dict[str
             )
         if any(c in key or c in value for c in "\r\n\x00"):
             raise ValidationError(f"{name} entry {key!r} holds a line break or NUL.")
+        if not (key.isascii() and value.isascii()):
+            raise ValidationError(
+                f"{name} entry {key!r} holds a character that is not ASCII, which HTTP headers "
+                "cannot carry as text; encode it (percent-encoding, base64) first."
+            )
         checked[key] = value
     return checked
 

@@ -10,7 +10,6 @@ every transport and the tests all use these same functions.
 from __future__ import annotations
 
 import email.utils
-import html
 import json
 import math
 import re
@@ -45,9 +44,17 @@ from ._exceptions import (
     UnexpectedResponseError,
     ValidationError,
 )
+from ._html import page_text
 from ._models import HTTPResponse, Reply
 from ._types import JSONValue
-from ._validation import check_context, check_conv_id, check_metadata, check_text
+from ._validation import (
+    MAX_JSON_DEPTH,
+    check_context,
+    check_conv_id,
+    check_metadata,
+    check_text,
+    nested_deeper_than,
+)
 
 
 __all__ = [
@@ -74,6 +81,9 @@ __all__ = [
 
 #: How much of a server's error text an exception message quotes.
 MAX_QUOTED_CHARS: Final = 300
+#: How much of an HTML error page is read for its text when it has no `<title>`: the text a
+#: message quotes is near the top, and the scan's cost (linear) stays a few milliseconds.
+_MAX_SCANNED_CHARS: Final = 16 * 1024
 #: The longest `Retry-After` the SDK sleeps through; longer, it raises at once.
 MAX_RETRY_AFTER: Final = 60.0
 #: Exponential backoff between retries: 0.5 s, then 1 s, ... up to 8 s, plus up to 1 s of jitter.
@@ -249,15 +259,23 @@ def decode_reply(
     return reply
 
 
-def _parse_reply(content: bytes, conv_id: str | None, attempts: int, elapsed: float) -> Reply | str:
+def _parse_reply(  # noqa: PLR0911 -- one return per way a body can fail
+    content: bytes, conv_id: str | None, attempts: int, elapsed: float
+) -> Reply | str:
     """The reply in a 2xx body, or why there is none."""
     try:
         data: object = orjson.loads(content)
-    except orjson.JSONDecodeError:  # not JSON, not UTF-8, or nested too deeply
-        return "its body is not JSON"
+    except orjson.JSONDecodeError:  # not JSON, not UTF-8, too deep, or a lone surrogate
+        data = _decode_leniently(content)
+        if data is None:
+            return "its body is not JSON"
     if not isinstance(data, dict):
         return "its body is not a JSON object"
     data = cast("dict[str, JSONValue]", data)
+    if any(type(value) is dict or type(value) is list for value in data.values()) and (
+        nested_deeper_than(data, MAX_JSON_DEPTH)
+    ):
+        return f"its body is nested more than {MAX_JSON_DEPTH} levels deep"
     reply = data.get("reply")
     if not isinstance(reply, str):
         return "its body has no 'reply' text"
@@ -266,6 +284,8 @@ def _parse_reply(content: bytes, conv_id: str | None, attempts: int, elapsed: fl
         got_conv_id = conv_id
     if not isinstance(got_conv_id, str) or not got_conv_id:
         return "its body has no conv_id for the new conversation"
+    if conv_id is not None and got_conv_id != conv_id:
+        return "its conv_id is not the one of the conversation it continues"
     ord_number = data.get("ord_number")
     src = data.get("src")
     return Reply(
@@ -279,12 +299,73 @@ def _parse_reply(content: bytes, conv_id: str | None, attempts: int, elapsed: fl
     )
 
 
+def _decode_leniently(content: bytes) -> object | None:
+    r"""Decode a body orjson refused but that is JSON all the same; None if it is not.
+
+    orjson refuses integers beyond 64 bits and a string escape of half a UTF-16 pair (`\ud83d`,
+    an emoji cut in two, as a server that slices text may send). Those halves are replaced by
+    U+FFFD, so that the reply can be shown, sent back and stored; a conv_id that held one is
+    refused by the caller (it would no longer name the conversation). Numbers that are not
+    finite (`NaN`, `1e999`) are not JSON a store could write: refused.
+    """
+    try:
+        data: object = json.loads(
+            content.decode(), parse_constant=_not_a_number, parse_float=_finite_float
+        )
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    if nested_deeper_than(data, MAX_JSON_DEPTH):
+        return data  # the caller refuses it, saying so
+    decoded = data  # what isinstance() below narrows is `data` only
+    if isinstance(data, dict):
+        conv_id = cast("dict[str, object]", data).get("conv_id")
+        if isinstance(conv_id, str) and _has_lone_surrogate(conv_id):
+            return None
+    return _without_lone_surrogates(decoded)
+
+
+def _not_a_number(name: str) -> float:
+    raise ValueError(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _without_lone_surrogates(value: object) -> object:
+    """`value` with every half of a UTF-16 pair, in keys and strings, replaced by U+FFFD.
+
+    Called only on what `json.loads` built, at most `MAX_JSON_DEPTH` levels deep.
+    """
+    if isinstance(value, str):
+        if not _has_lone_surrogate(value):
+            return value
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item) for item in cast("list[object]", value)]
+    if isinstance(value, dict):
+        items = cast("dict[str, object]", value).items()
+        return {
+            cast("str", _without_lone_surrogates(key)): _without_lone_surrogates(item)
+            for key, item in items
+        }
+    return value
+
+
 # --- from server text to a message a user can act on ---------------------------------------
 
-_TAG = re.compile(r"<[^>]*>")
 _SPACE = re.compile(r"\s+")
-_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
-_HTML_NOISE = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _CONV_NOT_FOUND = re.compile(
     r"conv_id\s+\S*\s*(is not valid|does not exist|n.existe pas)", re.IGNORECASE
 )
@@ -295,12 +376,11 @@ def quote_server_text(text: str, *, secrets: Sequence[str] = ()) -> str:
     """Reduce a server's error body to one short line that is safe to show.
 
     HTML pages (from proxies) are reduced to their title or text, whitespace is collapsed, any
-    known credential is masked, and the result is cut to `MAX_QUOTED_CHARS`.
+    known credential is masked, and the result is cut to `MAX_QUOTED_CHARS`. The time taken is
+    linear in the size of the text, whatever it holds (see `_html`).
     """
     if "<" in text and ">" in text:
-        title = _HTML_TITLE.search(text)
-        text = title.group(1) if title else _TAG.sub(" ", _HTML_NOISE.sub(" ", text))
-        text = html.unescape(text)
+        text = page_text(text, limit=4 * MAX_QUOTED_CHARS, scan=_MAX_SCANNED_CHARS)
     text = _SPACE.sub(" ", text).strip()
     for secret in secrets:
         if secret:

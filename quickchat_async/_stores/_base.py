@@ -19,12 +19,13 @@ import json
 import logging
 import random
 import secrets
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Final, Protocol, cast, runtime_checkable
+from typing import Final, Protocol, TypeVar, TypeVarTuple, cast, runtime_checkable
 
 import anyio
 import attrs
+import orjson
 
 from quickchat_async._exceptions import StoreError, StoreLockTimeoutError
 from quickchat_async._types import JSONValue
@@ -40,6 +41,7 @@ __all__ = [
     "encode_record",
     "hold_lease",
     "new_revision",
+    "run_to_completion",
 ]
 
 logger = logging.getLogger("quickchat_async.stores")
@@ -57,6 +59,37 @@ _POLL_MAX: Final = 0.25
 _RENEWALS_PER_TTL: Final = 3
 #: Releasing a lease runs shielded from cancellation, but never longer than this.
 _RELEASE_DEADLINE: Final = 10.0
+
+
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
+
+
+async def run_to_completion(function: Callable[[*_Ts], Awaitable[_T]], *args: *_Ts) -> _T:
+    """Run `function(*args)` to its end whatever cancels the caller meanwhile, then go on.
+
+    A shielded cancel scope holds off anyio's and trio's cancellation, but not asyncio's own
+    (`task.cancel()`, `asyncio.wait_for`, `asyncio.timeout`), which is delivered inside the
+    shield all the same. So the work runs in a task of its own, shielded, which the caller's
+    cancellation does not reach; the caller waits for it in a task group, which waits for its
+    tasks whatever cancels it, and then re-raises the cancellation. The work's own exception
+    is raised as is.
+    """
+    outcome: list[tuple[bool, object]] = []
+
+    async def run() -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                outcome.append((True, await function(*args)))
+            except Exception as exc:  # noqa: BLE001 -- re-raised in the caller, unwrapped
+                outcome.append((False, exc))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(run)
+    done, value = outcome[0]
+    if not done:
+        raise cast("Exception", value)
+    return cast("_T", value)
 
 
 def new_revision() -> str:
@@ -235,16 +268,22 @@ async def hold_lease(
         finally:
             # Also after a timeout or cancellation during acquisition: the backend may have
             # granted the lock just before. Releasing compares the token, so it is always safe.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(_RELEASE_DEADLINE):
-                try:
-                    await lease.release(user_key, token)
-                except StoreError as exc:
-                    logger.warning(
-                        "Could not release the lock on user key %r (%s); it expires in %g s.",
-                        user_key,
-                        exc,
-                        ttl,
-                    )
+            # It runs to its end whatever cancels the turn (asyncio's own cancellation too), or
+            # the user would wait for the lock's expiry.
+            await run_to_completion(_release, lease, user_key, token, ttl)
+
+
+async def _release(lease: Lease, user_key: str, token: str, ttl: float) -> None:
+    with anyio.move_on_after(_RELEASE_DEADLINE):
+        try:
+            await lease.release(user_key, token)
+        except StoreError as exc:
+            logger.warning(
+                "Could not release the lock on user key %r (%s); it expires in %g s.",
+                user_key,
+                exc,
+                ttl,
+            )
 
 
 async def _acquire(lease: Lease, user_key: str, token: str, ttl: float) -> None:
@@ -303,6 +342,7 @@ async def _keep_renewing(lease: Lease, user_key: str, token: str, ttl: float) ->
 
 # --- the record format -----------------------------------------------------------------------
 
+#: For what orjson refuses although it is JSON (integers beyond 64 bits); allow_nan=False.
 _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
@@ -310,6 +350,11 @@ def encode_record(*, user_key: str, scenario_id: str, conversation: Mapping[str,
     """Wrap a `Conversation.snapshot()` in the store's versioned envelope, as JSON text.
 
     The snapshot holds no credential (the client keeps those), and neither does the envelope.
+    The text is valid UTF-8 (every backend stores it so), or this raises.
+
+    Raises:
+        StoreError: the conversation holds what JSON in UTF-8 cannot carry (half of a UTF-16
+            pair, a number that is not finite), or is nested too deeply.
     """
     envelope: dict[str, JSONValue] = {
         "kind": _RECORD_KIND,
@@ -319,7 +364,19 @@ def encode_record(*, user_key: str, scenario_id: str, conversation: Mapping[str,
         "saved_at": dt.datetime.now(dt.UTC).isoformat(),
         "conversation": dict(conversation),
     }
-    return _ENCODER.encode(envelope)
+    try:
+        return orjson.dumps(envelope).decode()
+    except orjson.JSONEncodeError:
+        pass
+    try:
+        text = _ENCODER.encode(envelope)
+        text.encode()  # refuses half of a UTF-16 pair, which no backend can store
+    except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError: a ValueError
+        reason = type(exc).__name__ if isinstance(exc, UnicodeError) else exc
+        raise StoreError(
+            f"The conversation of user key {user_key!r} cannot be stored as JSON ({reason})."
+        ) from None
+    return text
 
 
 @attrs.frozen(slots=True)
@@ -341,9 +398,12 @@ def decode_record(data: str, *, user_key: str) -> DecodedRecord:
         return StoreError(f"The stored conversation of user key {user_key!r} {reason}.")
 
     try:
-        decoded: object = json.loads(data)
-    except ValueError:
-        raise unreadable("is not JSON") from None
+        decoded: object = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        try:  # what orjson refuses although it is JSON: integers beyond 64 bits
+            decoded = json.loads(data)
+        except (ValueError, RecursionError):
+            raise unreadable("is not JSON") from None
     if not isinstance(decoded, dict):
         raise unreadable("is not a record written by quickchat-async")
     envelope = cast("dict[str, JSONValue]", decoded)

@@ -39,7 +39,14 @@ from quickchat_async._validation import (
 )
 from quickchat_async._wire import BACKOFF
 
-from ._base import ConversationStore, StoreRecord, decode_record, encode_record, new_revision
+from ._base import (
+    ConversationStore,
+    StoreRecord,
+    decode_record,
+    encode_record,
+    new_revision,
+    run_to_completion,
+)
 
 
 __all__ = ["DEFAULT_STORED_HISTORY", "StoredConversation", "StoredOptions", "default_lock_ttl"]
@@ -384,27 +391,30 @@ class StoredConversation:
         Shielded from cancellation: once the server has answered, the store must catch up.
         """
         user_key = self._user_key
-        record = StoreRecord(
-            encode_record(
-                user_key=user_key,
-                scenario_id=self._client.scenario_id,
-                conversation=conversation.snapshot(),
-            ),
-            new_revision(),
-        )
         try:
-            with anyio.CancelScope(shield=True), anyio.fail_after(_SAVE_DEADLINE):
-                await self._store.save(user_key, record, replaces=replaces)
+            record = StoreRecord(
+                encode_record(
+                    user_key=user_key,
+                    scenario_id=self._client.scenario_id,
+                    conversation=conversation.snapshot(),
+                ),
+                new_revision(),
+            )
+            await run_to_completion(self._save_within_deadline, record, replaces)
         except StoreError as exc:
             exc.reply = reply
             raise
-        except TimeoutError:
+        self._conversation = conversation
+
+    async def _save_within_deadline(self, record: StoreRecord, replaces: str | None) -> None:
+        user_key = self._user_key
+        with anyio.move_on_after(_SAVE_DEADLINE) as scope:
+            await self._store.save(user_key, record, replaces=replaces)
+        if scope.cancelled_caught:
             raise StoreError(
                 f"Saving the turn of user key {user_key!r} took over {_SAVE_DEADLINE:g} s; it "
-                "was not stored (the reply, if one arrived, is in .reply).",
-                reply=reply,
-            ) from None
-        self._conversation = conversation
+                "was not stored (the reply, if one arrived, is in .reply)."
+            )
 
     async def _keep_unconfirmed(self, conversation: Conversation, *, replaces: str | None) -> None:
         """Save a turn with an unknown outcome; the turn's own error is what the caller sees."""

@@ -26,6 +26,7 @@ from quickchat_async._version import __version__
 from quickchat_async._wire import ChatRequest, ErrorTable, classify, deadline_error
 
 from ._base import BaseTransport, scrubbed
+from ._decoding import BoundedDecoder, UndecodableError
 
 
 if TYPE_CHECKING:
@@ -178,7 +179,7 @@ class AiohttpTransport(BaseTransport):
             cookie_jar=aiohttp.DummyCookieJar(),  # conversations must not share cookies
             timeout=aiohttp.ClientTimeout(total=None),
             headers=request.headers,
-            auto_decompress=True,
+            auto_decompress=False,  # inflated by `_read_capped`, within the size cap
         )
         self._session_headers = request.headers
         return self._session
@@ -225,6 +226,7 @@ class AiohttpTransport(BaseTransport):
                 headers=None if request.headers is self._session_headers else request.headers,
                 allow_redirects=False,
                 timeout=self._timeout(request.timeout),
+                auto_decompress=False,  # inflated by `_read_capped`, within the size cap
             ) as response:
                 limit = request.max_response_bytes
                 declared = response.content_length
@@ -294,14 +296,31 @@ def _tables() -> tuple[ErrorTable, ErrorTable]:
 
 
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
-    """Read at most `limit` bytes of the (decoded) body; say whether more was left unread.
+    """Read at most `limit` bytes of the decoded body; say whether more was left unread.
 
-    `send` reads a body of a known, small enough length itself.
+    `send` reads a body of a known, small enough length itself. The body arrives raw
+    (`auto_decompress=False`) and is inflated here, never past the limit (`BoundedDecoder`).
+
+    Raises:
+        aiohttp.ClientPayloadError: an encoding the SDK does not decode, or corrupt data.
     """
+    import aiohttp  # noqa: PLC0415 -- an optional extra
+
+    encoding = response.headers.get("Content-Encoding", "")
+    try:
+        decoder = BoundedDecoder(encoding) if encoding else None
+    except UndecodableError as exc:
+        response.close()
+        raise aiohttp.ClientPayloadError(f"Could not decode the body: {exc}") from None
     chunks: list[bytes] = []
     size = 0
     stream = response.content
-    while chunk := await stream.readany():
+    while raw := await stream.readany():
+        try:
+            chunk = raw if decoder is None else decoder.feed(raw, limit - size + 1)
+        except UndecodableError as exc:
+            response.close()
+            raise aiohttp.ClientPayloadError(f"Could not decode the body: {exc}") from None
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:

@@ -19,6 +19,8 @@ import anyio.abc
 from quickchat_async._models import HTTPResponse
 from quickchat_async._wire import ChatRequest
 
+from ._decoding import BoundedDecoder
+
 
 if TYPE_CHECKING:
     from typing import Self
@@ -124,17 +126,35 @@ class SyncBaseTransport(abc.ABC):
 
 
 class CappedBody:
-    """A response body as it arrives, kept up to a limit (`max_response_bytes`)."""
+    """A response body as it arrives: inflated if compressed, and kept up to a limit.
 
-    __slots__ = ("_chunks", "_limit", "_size")
+    A compressed body is inflated here (`BoundedDecoder`), never past the limit: an engine's own
+    decoder would inflate each chunk whole, however large it grows.
 
-    def __init__(self, limit: int) -> None:
+    Args:
+        limit: `max_response_bytes`.
+        content_encoding: the response's Content-Encoding ("" for none).
+
+    Raises:
+        UndecodableError: an encoding the SDK does not decode.
+    """
+
+    __slots__ = ("_chunks", "_decoder", "_limit", "_size")
+
+    def __init__(self, limit: int, content_encoding: str = "") -> None:
+        self._decoder = BoundedDecoder(content_encoding) if content_encoding else None
         self._chunks: list[bytes] = []
         self._limit = limit
         self._size = 0
 
-    def add(self, chunk: bytes) -> bool:
-        """Keep a chunk; True once more than the limit has arrived (read no further)."""
+    def add(self, raw: bytes) -> bool:
+        """Keep a chunk as it came; True once more than the limit has arrived (read no further).
+
+        Raises:
+            UndecodableError: corrupt compressed data.
+        """
+        decoder = self._decoder
+        chunk = raw if decoder is None else decoder.feed(raw, self._limit - self._size + 1)
         self._chunks.append(chunk)
         self._size += len(chunk)
         return self._size > self._limit

@@ -29,6 +29,7 @@ from quickchat_async._version import __version__
 from quickchat_async._wire import ChatRequest, ErrorTable, classify, deadline_error
 
 from ._base import CappedBody, SyncBaseTransport, scrubbed
+from ._decoding import UndecodableError
 
 
 if TYPE_CHECKING:
@@ -90,6 +91,7 @@ def _tables() -> tuple[ErrorTable, ErrorTable]:
         (OSError, "could not connect to"),
     )
     exchanging: ErrorTable = (
+        (UndecodableError, "could not decode the reply from"),
         (HTTPConnectionClosed, "lost the connection to"),
         (HTTPParseError, "got a malformed HTTP response from"),
         (OSError, "lost the connection to"),
@@ -129,7 +131,6 @@ class _Target:
             authority += f":{url.port}"
         lines = [f"POST {url.raw_path.decode('ascii')} HTTP/1.1", f"Host: {authority}"]
         lines += [f"{name}: {value}" for name, value in headers]
-        lines.append("Accept-Encoding: identity")  # no header at all would accept any coding
         # It holds the credential (the Authorization header): never shown, and never a local of
         # a frame that raises the SDK's errors.
         self._head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
@@ -250,10 +251,29 @@ def _exchange(
 
 
 def _read_capped(response: HTTPSocketPoolResponse, limit: int) -> tuple[bytes, bool]:
-    """Read at most `limit` bytes of the body; say whether more was left unread."""
-    body = CappedBody(limit)
+    """Read at most `limit` bytes of the decoded body; say whether more was left unread.
+
+    The body arrives raw (geventhttpclient does not decode), and a compressed one is inflated
+    within the limit (`CappedBody`).
+
+    Raises:
+        UndecodableError: an encoding the SDK does not decode, or corrupt data.
+    """
+    encoding = response.get("content-encoding")
+    try:
+        body = CappedBody(
+            limit, encoding if isinstance(encoding, str) else ",".join(encoding or ())
+        )
+    except UndecodableError:
+        response.release()
+        raise
     while chunk := response.read(_BLOCK):
-        if body.add(chunk):
+        try:
+            full = body.add(chunk)
+        except UndecodableError:
+            response.release()
+            raise
+        if full:
             response.release()  # unread: the connection is closed, not reused
             break
     return body.content()
@@ -264,7 +284,7 @@ def _failures() -> tuple[type[Exception], ...]:
     """What an exchange raises when it fails: the socket's errors and the parser's."""
     from geventhttpclient.response import HTTPParseError  # noqa: PLC0415 -- an optional extra
 
-    return (OSError, _ConnectExpired, HTTPParseError)
+    return (OSError, _ConnectExpired, HTTPParseError, UndecodableError)
 
 
 def _error(exc: BaseException, url: str, *, sent: bool) -> QuickchatError:

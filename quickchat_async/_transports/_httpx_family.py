@@ -19,12 +19,13 @@ import anyio
 import attrs
 
 from quickchat_async._config import Timeout
-from quickchat_async._exceptions import QuickchatError
+from quickchat_async._exceptions import ClientClosedError, QuickchatError
 from quickchat_async._models import HTTPResponse
 from quickchat_async._version import __version__
 from quickchat_async._wire import ChatRequest, ErrorTable, classify, deadline_error
 
 from ._base import BaseTransport, CappedBody, SyncBaseTransport, scrubbed
+from ._decoding import UndecodableError
 
 
 __all__ = ["Engine", "HttpxFamilyTransport", "SyncHttpxFamilyTransport"]
@@ -215,7 +216,17 @@ class _HoldsClient(Generic[_ClientT]):
         return self._client
 
     def _build(self, request: ChatRequest, trace: object) -> Any:  # noqa: ANN401 -- the library's Request
-        """The library's request for `request`: its limits, no redirects, traced."""
+        """The library's request for `request`: its limits, no redirects, traced.
+
+        Raises:
+            ClientClosedError: the client was closed (the engine would raise a bare RuntimeError).
+        """
+        client = cast("Any", self._client)
+        if client.is_closed:
+            raise ClientClosedError(
+                f"The {self.engine.name}.{self._client_class} this transport sends through is "
+                "closed."
+            )
         module = self.engine.module
         url = self._urls.get(request.url)
         if url is None:  # parsing the URL each time costs a tenth of the library's work
@@ -228,7 +239,7 @@ class _HoldsClient(Generic[_ClientT]):
             limits = module.Timeout(timeout.total, connect=timeout.connect)
             if len(self._limits) < _CACHED:
                 self._limits[timeout] = limits
-        return cast("Any", self._client).build_request(
+        return client.build_request(
             "POST",
             url,
             content=request.body,
@@ -270,7 +281,7 @@ class HttpxFamilyTransport(_HoldsClient[_ClientT], BaseTransport):
             response = await client.send(http_request, stream=True, follow_redirects=False)
             try:
                 content, truncated = await _read_capped(
-                    response, request.max_response_bytes, engine.module.HTTPError
+                    response, request.max_response_bytes, engine
                 )
             finally:
                 await response.aclose()
@@ -282,12 +293,40 @@ class HttpxFamilyTransport(_HoldsClient[_ClientT], BaseTransport):
             await cast("Any", self._client).aclose()
 
 
+def _in_memory(response: Any, limit: int) -> tuple[bytes, bool] | None:  # noqa: ANN401 -- a Response
+    """The body of a response built in memory (a mock's), already decoded; None for a stream."""
+    if not response.is_stream_consumed:
+        return None
+    content = cast("bytes", response.content)
+    return content[:limit], len(content) > limit
+
+
+def _body(response: Any, limit: int, engine: Engine) -> CappedBody:  # noqa: ANN401 -- a Response
+    """Where the raw body is read into, inflated within the limit.
+
+    Raises:
+        DecodingError: the library's, for an encoding the SDK does not decode.
+    """
+    try:
+        return CappedBody(limit, response.headers.get("content-encoding", ""))
+    except UndecodableError as exc:
+        raise _undecodable(engine, response, exc) from None
+
+
+def _undecodable(engine: Engine, response: Any, exc: UndecodableError) -> Exception:  # noqa: ANN401
+    """The library's own DecodingError for a body the SDK cannot decode."""
+    return cast("Exception", engine.module.DecodingError(str(exc), request=response.request))
+
+
 async def _read_capped(
     response: Any,  # noqa: ANN401 -- an httpx or httpx2 Response
     limit: int,
-    errors: type[BaseException],
+    engine: Engine,
 ) -> tuple[bytes, bool]:
-    """Read at most `limit` bytes of the (decoded) body; say whether more was left unread."""
+    """Read at most `limit` bytes of the decoded body; say whether more was left unread.
+
+    A compressed body is read raw and inflated within the limit (`CappedBody`).
+    """
     declared: str = response.headers.get("content-length", "")
     if (
         declared.isascii()  # "²".isdigit() is True, and int() refuses it
@@ -296,13 +335,21 @@ async def _read_capped(
         and not response.headers.get("content-encoding")
     ):
         return cast("bytes", await response.aread()), False
-    body = CappedBody(limit)
-    # aiter_bytes() is an async generator: close it when we stop early, not at GC time.
-    chunks = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+    known = _in_memory(response, limit)
+    if known is not None:
+        return known
+    body = _body(response, limit, engine)
+    # aiter_raw() is an async generator: close it when we stop early, not at GC time.
+    chunks = cast("AsyncGenerator[bytes, None]", response.aiter_raw())
     async with contextlib.aclosing(chunks) as stream:
-        async for chunk in stream:
-            if body.add(chunk):
-                await _abandon(response, stream, limit, errors)
+        async for raw in stream:
+            try:
+                full = body.add(raw)
+            except UndecodableError as exc:
+                await _abandon(response, stream, limit, engine.module.HTTPError)
+                raise _undecodable(engine, response, exc) from None
+            if full:
+                await _abandon(response, stream, limit, engine.module.HTTPError)
                 break
     return body.content()
 
@@ -407,7 +454,9 @@ class SyncHttpxFamilyTransport(_HoldsClient[_ClientT], SyncBaseTransport):
             http_request.extensions["timeout"] = limits
             response = client.send(http_request, stream=True, follow_redirects=False)
             try:
-                content, truncated = _read_within(response, request.max_response_bytes, limits)
+                content, truncated = _read_within(
+                    response, request.max_response_bytes, limits, engine
+                )
             finally:
                 response.close()
         return HTTPResponse(response.status_code, response.headers, content, truncated)
@@ -422,16 +471,25 @@ def _read_within(
     response: Any,  # noqa: ANN401 -- an httpx or httpx2 Response
     limit: int,
     limits: _Limits,
+    engine: Engine,
 ) -> tuple[bytes, bool]:
-    """Read at most `limit` bytes of the (decoded) body, chunk by chunk, within the deadline.
+    """Read at most `limit` bytes of the decoded body, chunk by chunk, within the deadline.
+
+    A compressed body is read raw and inflated within the limit (`CappedBody`).
 
     Raises:
         TimeoutError: the attempt's deadline ran out between two chunks.
     """
-    body = CappedBody(limit)
-    for chunk in response.iter_bytes():
-        if body.add(chunk):
-            break  # closing the response, unread, closes its connection
+    known = _in_memory(response, limit)
+    if known is not None:
+        return known
+    body = _body(response, limit, engine)
+    for raw in response.iter_raw():
+        try:
+            if body.add(raw):
+                break  # closing the response, unread, closes its connection
+        except UndecodableError as exc:
+            raise _undecodable(engine, response, exc) from None
         if limits.expired():
             raise TimeoutError("the body was still arriving when the deadline ran out")
     return body.content()

@@ -21,7 +21,15 @@ import anyio
 import attrs
 import stamina.instrumentation
 
-from quickchat_async import AsyncQuickchat, Conversation, FanOutResult, QuickchatError
+from quickchat_async import (
+    AsyncQuickchat,
+    Conversation,
+    FanOutResult,
+    Limiter,
+    QuickchatError,
+    RateLimiter,
+    RedisRateLimiter,
+)
 from quickchat_async.testing import Emulator
 
 
@@ -45,8 +53,12 @@ class LoadPlan:
         conversations: how many conversations (at most `MAX_CONVERSATIONS`).
         turns: turns per conversation (at most `MAX_TURNS`).
         concurrency: conversations in flight at once (also the connection limit).
-        rate_per_second: cap on requests a second (retries included).
+        rate_per_second: cap on requests a second (retries included): the client's limiter.
         rate_per_minute: cap on requests a minute (retries included).
+        redis_url: count the rates in this Redis (`RedisRateLimiter`, whole numbers, asyncio),
+            so that several load runs, or a run and the bots sharing the token, stay under them
+            together.
+        rate_key: the Redis key the rates are counted under.
         transport: the HTTP engine: ``"httpx2"`` (the default), ``"httpx"`` (if installed) or
             ``"aiohttp"`` (asyncio only).
         base_url: the endpoint to load; None serves the emulator on loopback for the run.
@@ -65,6 +77,8 @@ class LoadPlan:
     concurrency: int = attrs.field(default=32, validator=attrs.validators.ge(1))
     rate_per_second: float | None = None
     rate_per_minute: float | None = None
+    redis_url: str | None = attrs.field(default=None, repr=False)  # it may hold a password
+    rate_key: str = "quickchat-async:rate"
     transport: TransportName = "httpx2"
     base_url: str | None = None
     token: str | None = attrs.field(default=None, repr=False)
@@ -215,16 +229,42 @@ async def _client(plan: LoadPlan) -> AsyncGenerator[AsyncQuickchat]:
             async with _client(served) as client:
                 yield client
         return
-    async with AsyncQuickchat(
-        token=plan.token,
-        scenario_id=plan.scenario_id,
-        base_url=plan.base_url,
-        transport=plan.transport,
-        timeout=plan.timeout,
-        max_retries=plan.max_retries,
-        max_connections=plan.concurrency,
-    ) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        limiter = _limiter(plan)
+        if isinstance(limiter, RedisRateLimiter):
+            await stack.enter_async_context(limiter)
+        client = await stack.enter_async_context(
+            AsyncQuickchat(
+                token=plan.token,
+                scenario_id=plan.scenario_id,
+                base_url=plan.base_url,
+                transport=plan.transport,
+                timeout=plan.timeout,
+                max_retries=plan.max_retries,
+                max_connections=plan.concurrency,
+                rate_limiter=limiter,
+            )
+        )
         yield client
+
+
+def _whole(rate: float | None) -> float | int | None:
+    """A rate as RedisRateLimiter takes it: a whole number as an int (others it refuses)."""
+    return int(rate) if rate is not None and rate.is_integer() else rate
+
+
+def _limiter(plan: LoadPlan) -> Limiter | None:
+    """The client's limiter: the plan's rates, in this process or counted in Redis."""
+    if plan.rate_per_second is None and plan.rate_per_minute is None:
+        return None
+    if plan.redis_url is None:
+        return RateLimiter(per_second=plan.rate_per_second, per_minute=plan.rate_per_minute)
+    return RedisRateLimiter(
+        plan.redis_url,
+        per_second=_whole(plan.rate_per_second),  # type: ignore[arg-type]
+        per_minute=_whole(plan.rate_per_minute),  # type: ignore[arg-type]
+        key=plan.rate_key,
+    )
 
 
 async def run_load(
@@ -237,16 +277,14 @@ async def run_load(
         on_result: called with each conversation's result (a progress bar).
 
     Raises:
-        ValueError: the client refuses an option, such as an unknown transport (the SDK's
-            ValidationError is a ValueError).
+        ValueError: the client refuses an option, such as an unknown transport or a fractional
+            rate counted in Redis (the SDK's ValidationError is a ValueError).
     """
     tally = _Tally(tuple(f"Load test message {n + 1}" for n in range(plan.turns)))
     async with _client(plan) as client:
         jobs = client.fan_out_stream(
             (tally.converse for _ in range(plan.conversations)),
             concurrency=plan.concurrency,
-            rate_per_second=plan.rate_per_second,
-            rate_per_minute=plan.rate_per_minute,
             on_result=on_result,
         )
         start = time.perf_counter()

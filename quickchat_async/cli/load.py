@@ -107,6 +107,17 @@ def load(  # noqa: PLR0917 -- typer passes one parameter per option
     rate_per_minute: Annotated[
         float | None, typer.Option(min=0.001, help="At most this many requests a minute.")
     ] = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="QUICKCHAT_RATE_REDIS_URL",
+            help="Count --rate and --rate-per-minute in this Redis, shared with every process "
+            "using the same --rate-key (whole numbers; asyncio).",
+        ),
+    ] = None,
+    rate_key: Annotated[
+        str, typer.Option(help="The Redis key the rates are counted under.")
+    ] = "quickchat-async:rate",
     transport: Annotated[
         TransportChoice, typer.Option(help="HTTP engine (aiohttp: asyncio only).")
     ] = TransportChoice.HTTPX2,
@@ -130,6 +141,14 @@ def load(  # noqa: PLR0917 -- typer passes one parameter per option
     """
     if transport is TransportChoice.AIOHTTP and backend is BackendChoice.TRIO:
         raise typer.BadParameter("aiohttp runs on asyncio only.", param_hint="--transport")
+    if redis_url is not None and backend is BackendChoice.TRIO:
+        raise typer.BadParameter(
+            "the Redis limiter runs on asyncio only.", param_hint="--redis-url"
+        )
+    if redis_url is not None and rate is None and rate_per_minute is None:
+        raise typer.BadParameter(
+            "give --rate or --rate-per-minute to count.", param_hint="--redis-url"
+        )
     with guard():
         plan = LoadPlan(
             conversations=conversations,
@@ -137,6 +156,8 @@ def load(  # noqa: PLR0917 -- typer passes one parameter per option
             concurrency=concurrency,
             rate_per_second=rate,
             rate_per_minute=rate_per_minute,
+            redis_url=redis_url,
+            rate_key=rate_key,
             transport=transport.value,
             base_url=base_url,
             token=os.environ.get("QUICKCHAT_API_TOKEN") if base_url is not None else None,

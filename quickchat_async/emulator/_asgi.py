@@ -2,7 +2,9 @@
 
 Routes:
 
-- `POST /chat`: the Chat endpoint, both flavors (`EmulatorService.handle_chat`).
+- `POST /chat`: the Chat endpoint, both flavors (`EmulatorService.handle_chat`). A body larger
+  than `EmulatorService.max_request_bytes` (1 MiB by default) gets a 413 as soon as it passes
+  the limit (or at once, by its Content-Length): the rest is never read or held.
 - `GET /_emulator/conversations`, `GET /_emulator/conversations/{conv_id}`: the record.
 - `GET /_emulator/stats`: request counters.
 - `GET /_emulator/faults`, `POST /_emulator/faults`: see or script faults
@@ -69,16 +71,32 @@ class _EmulatorApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body, or None if the client went away first."""
+async def _read_body(receive: Receive, limit: int) -> bytes | int | None:
+    """The whole request body; its size so far once it passes `limit`; None if the client left.
+
+    The body is read as it streams in and never held past the limit: the rest is not read.
+    """
     chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return size
+        chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _declared_size(scope: Scope) -> int | None:
+    """The request's Content-Length, if it sent a valid one."""
+    for name, value in scope["headers"]:
+        if name.lower() == b"content-length" and value.isdigit():
+            return int(value)
+    return None
 
 
 def _start(outcome: Outcome) -> Message:
@@ -140,11 +158,28 @@ class _ChatEndpoint:
         self._service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive)
+        service = self._service
+        limit = service.max_request_bytes
+        declared = _declared_size(scope)
+        body = (
+            declared
+            if declared is not None and declared > limit
+            else await _read_body(receive, limit)
+        )
         if body is None:
             return
+        if isinstance(body, int):  # too large: answered without reading the rest
+            outcome = service.refuse_too_large(body)
+            await send(
+                {
+                    **_start(outcome),
+                    "headers": [*_start(outcome)["headers"], (b"connection", b"close")],
+                }
+            )
+            await send(_body(outcome.body, more=False))
+            return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        outcome = self._service.handle_chat(headers, body)
+        outcome = service.handle_chat(headers, body)
         transport: _Transport | None = scope.get(_TRANSPORT)
         if transport is None and outcome.action in _NEEDS_TRANSPORT:
             raise RuntimeError(f"The {outcome.action.value} action needs uvicorn's transport.")

@@ -54,6 +54,7 @@ from ._outcome import Outcome, fault_outcome, json_outcome, text_outcome
 __all__ = [
     "MAX_MESSAGE_CONTEXT_CHARS",
     "MAX_METADATA_KEYS",
+    "MAX_REQUEST_BYTES",
     "EmulatorService",
     "Flavor",
     "RecordedConversation",
@@ -67,6 +68,9 @@ __all__ = [
 MAX_METADATA_KEYS = 5
 #: The documented limit of `message_context`, spaces included.
 MAX_MESSAGE_CONTEXT_CHARS = 1000
+#: The largest `/chat` request body the emulator reads by default: a message, 1000 characters
+#: of context and five metadata keys fit many times over. A larger one gets a 413.
+MAX_REQUEST_BYTES = 1024 * 1024
 
 
 class Flavor(str, enum.Enum):
@@ -349,6 +353,8 @@ class EmulatorService:
         legacy_continuation_conv_id: answer legacy continuations with their conv_id too. By
             default they omit it, as the legacy document's example does.
         clock: the time of recorded messages (default: now, UTC).
+        max_request_bytes: the largest `/chat` request body read; a larger one gets a 413
+            (the served app stops reading it there).
 
     Attributes:
         faults: script faults (`service.faults.script([...])`) or change their rates.
@@ -362,6 +368,7 @@ class EmulatorService:
     conv_id_factory: Callable[[], str] | None = None
     legacy_continuation_conv_id: bool = False
     clock: Callable[[], dt.datetime] = _utc_now
+    max_request_bytes: int = MAX_REQUEST_BYTES
     faults: FaultInjector = attrs.field(init=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
     _conversations: dict[str, _Conversation] = attrs.field(
@@ -414,6 +421,21 @@ class EmulatorService:
         if fault is not None and outcome.fault is not None:  # the fault applied
             delay += fault.delay
         return attrs.evolve(outcome, delay=delay) if delay else outcome
+
+    def refuse_too_large(self, size: int) -> Outcome:
+        """Answer a `POST /chat` whose body is larger than `max_request_bytes`: 413, counted.
+
+        Args:
+            size: the body's size, or as much of it as was read before it passed the limit.
+        """
+        outcome = text_outcome(
+            413,
+            f"Request body too large ({size} bytes or more; at most "
+            f"{self.max_request_bytes} are accepted).",
+        )
+        with self._lock:
+            self._count(outcome)
+        return outcome
 
     def _turn(self, request: _Request, fault: Fault | None) -> Outcome:
         scenario = self._authorize(request)

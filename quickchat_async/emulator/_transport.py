@@ -21,7 +21,7 @@ import anyio
 import httpx2
 
 from ._outcome import Action, Outcome, text_outcome
-from ._service import EmulatorService
+from ._service import MAX_REQUEST_BYTES, EmulatorService
 
 
 __all__ = ["EmulatorTransport", "SyncEmulatorTransport"]
@@ -32,6 +32,9 @@ _Step = float | bytes
 
 def _outcome(service: EmulatorService, request: httpx2.Request, body: bytes) -> Outcome:
     """What the emulator answers, as the served app routes it."""
+    limit = getattr(service, "max_request_bytes", MAX_REQUEST_BYTES)  # a stand-in's
+    if len(body) > limit and request.url.path == "/chat":
+        return service.refuse_too_large(len(body))
     if request.url.path != "/chat":
         return text_outcome(404, "Not Found")
     if request.method != "POST":

@@ -16,6 +16,7 @@ New pages are picked up as they are added.
 from __future__ import annotations
 
 import faulthandler
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,10 +46,21 @@ def _docs_env(
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(ROOT))  # examples/ importable, as from a checkout
     faulthandler.dump_traceback_later(PAGE_DEADLINE, exit=True, file=sys.__stderr__)
+    levels = _logger_levels()
     try:
         yield served
     finally:
         faulthandler.cancel_dump_traceback_later()
+        for name in _logger_levels():  # a page may set levels, as users do: put them back
+            logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
+
+
+def _logger_levels() -> dict[str, int]:
+    return {
+        name: logger.level
+        for name, logger in logging.Logger.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
 
 
 class TestDocsExamples:

@@ -25,7 +25,7 @@ from .rule import TALLY, Rule, check_log_records
 
 
 #: The numbered scenarios of docs/reliability.md.
-SCENARIOS = range(1, 19)
+SCENARIOS = range(1, 31)
 SUMMARY_ENV = "QUICKCHAT_FAULTS_SUMMARY"
 
 _scenario_results: dict[int, list[bool]] = {}

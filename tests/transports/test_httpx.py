@@ -82,7 +82,7 @@ async def _make_client() -> AsyncIterator[MakeClient]:
 class TestOnTheWire:
     async def test_current_flavor(self, router: respx.Router, make_client: MakeClient):
         """An httpx client carries the Bearer header and the documented body, nothing more."""
-        route = router.post("/chat").mock(return_value=reply())
+        route = router.post("/chat").mock(return_value=reply(conv_id="conv-uuid-1234"))
         client = make_client(router)
 
         await client.say(
@@ -110,7 +110,7 @@ class TestOnTheWire:
 
     async def test_legacy_flavor(self, legacy_router: respx.Router, make_client: MakeClient):
         """The legacy flavor puts api_key first in the body and sends no Authorization."""
-        route = legacy_router.post("/chat").mock(return_value=reply())
+        route = legacy_router.post("/chat").mock(return_value=reply(conv_id="abcd1234"))
         client = make_client(legacy_router, api_key=API_KEY)
 
         await client.say("Hello!", conv_id="abcd1234")

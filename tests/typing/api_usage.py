@@ -25,10 +25,13 @@ from quickchat_async import (
     HTTPResponse,
     Httpx2Transport,
     JSONValue,
+    Limiter,
     MemoryStore,
     Quickchat,
     QuickchatError,
+    RateLimiter,
     RateLimitError,
+    RedisRateLimiter,
     Reply,
     ServiceUnavailableError,
     SQLiteStore,
@@ -47,6 +50,7 @@ from quickchat_async import (
 )
 from quickchat_async.emulator import Fault, RecordedMessage, Stats
 from quickchat_async.locust import LocustConversation, QuickchatUser, TurnError
+from quickchat_async.otel import OpenTelemetry
 from quickchat_async.testing import Emulator
 
 
@@ -142,6 +146,7 @@ async def check_client() -> None:
         assert_type(reply, Reply)
         check_reply(reply)
         await check_conversations(opened)
+        await check_production(opened)
 
 
 async def check_conversations(opened: AsyncQuickchat) -> None:
@@ -186,6 +191,39 @@ async def check_conversations(opened: AsyncQuickchat) -> None:
         assert_type(exc.reply, Reply | None)
     except QuickchatError as exc:
         check_errors(exc)
+
+
+async def check_production(opened: AsyncQuickchat) -> None:
+    reply = await opened.say(
+        "Hello!",
+        timeout=Timeout(total=5),
+        max_retries=1,
+        deadline=10.0,
+        extra_headers={"X-Request-Id": "r-1"},
+        extra_body={"channel": "web", "tags": ["a"]},
+    )
+    assert_type(reply.attempts, int)
+    assert_type(reply.elapsed, float)
+    conv = opened.conversation()
+    assert_type(await conv.say("Hi", deadline=None, timeout=3), Reply)
+    derived = opened.with_options(
+        timeout=10,
+        max_retries=0,
+        retry_ambiguous=True,
+        deadline=30,
+        default_headers={"X-Team": "support"},
+        rate_limiter=None,
+    )
+    assert_type(derived, AsyncQuickchat)
+    limiter: Limiter = RateLimiter(per_second=5)
+    fleet = RedisRateLimiter("redis://127.0.0.1:6379/0", per_minute=600, key="qc:bot")
+    async with fleet, AsyncQuickchat(rate_limiter=fleet, deadline=20.0) as client:
+        assert_type(client.rate_limiter, Limiter | None)
+        await client.fan_out([["Hi"]], rate_limiter=limiter)
+    telemetry = OpenTelemetry(record_content=True, agent_name="Support")
+    assert_type(telemetry.record_content, bool)
+    AsyncQuickchat(telemetry=telemetry)
+    AsyncQuickchat(telemetry=None)
 
 
 async def check_testing() -> None:

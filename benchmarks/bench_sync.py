@@ -240,7 +240,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
-    count, rounds, seconds = (300, 1, 2) if args.quick else (4000, 3, 10)
+    count, rounds, seconds = (300, 1, 5) if args.quick else (4000, 3, 10)
 
     with reply_server() as (url, server):
         print(f"server: {server}; Python {sys.version.split()[0]}; {os.cpu_count()} CPUs")

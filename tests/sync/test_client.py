@@ -20,6 +20,7 @@ from quickchat_async import (
     Timeout,
     ValidationError,
 )
+from quickchat_async.emulator import Fault
 from quickchat_async.emulator import Flavor as RecordedFlavor
 from quickchat_async.testing import Emulator
 
@@ -210,6 +211,52 @@ class TestLifecycle:
         )
         client.close()
         assert "state='closed'" in repr(client)
+
+
+class Recorder:
+    """A telemetry that records what the sender tells it, as the OpenTelemetry one would."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+
+    def turn(self, config, request, conv_id):
+        recorder = self
+
+        class Trace:
+            def __enter__(self):
+                recorder.events.append(("turn", request.text))
+                return self
+
+            def __exit__(self, exc_type, exc, tb):
+                recorder.events.append(("end", type(exc).__name__ if exc else None))
+
+            def attempt(self, num):
+                recorder.events.append(("attempt", num))
+
+            def attempt_failed(self, num, error):
+                recorder.events.append(("failed", type(error).__name__))
+
+            def replied(self, reply):
+                recorder.events.append(("replied", reply.attempts))
+
+        return Trace()
+
+
+class TestTelemetry:
+    def test_turns_are_reported(self, emulator: Emulator):
+        """telemetry= gets each turn, its attempts, its failures and its reply."""
+        recorder = Recorder()
+        emulator.faults.script([Fault("rate_limit", retry_after="0")])
+        with emulator.sync_client(telemetry=recorder) as client:
+            client.conversation().say("Hello")
+        assert recorder.events == [
+            ("turn", "Hello"),
+            ("attempt", 1),
+            ("failed", "RateLimitError"),
+            ("attempt", 2),
+            ("replied", 2),
+            ("end", None),
+        ]
 
 
 class TestReplies:

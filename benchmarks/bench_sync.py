@@ -6,7 +6,7 @@ for a smoke run of seconds). The server is `bench_server`'s: nginx on 127.0.0.1 
 
 1. Threads: turns per second of `SyncConversation.say` (each thread its own conversation, one
    shared `Quickchat`) beside raw `httpx2.Client` posting the same JSON and parsing the reply, at
-   one request in flight and with 16 threads; the rows alternate over several rounds and keep
+   one request in flight and with 16 threads; the rows alternate over five rounds and keep
    their best. The stateless `Quickchat.say` is shown too.
 2. Locust: one worker process (``locust --headless``, users that never wait) driving
    `QuickchatUser` conversations, beside Locust's own `FastHttpUser` posting the same JSON and
@@ -240,7 +240,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
-    count, rounds, seconds = (300, 1, 5) if args.quick else (4000, 3, 10)
+    count, rounds, seconds = (300, 1, 5) if args.quick else (3000, 5, 10)
 
     with reply_server() as (url, server):
         print(f"server: {server}; Python {sys.version.split()[0]}; {os.cpu_count()} CPUs")

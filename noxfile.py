@@ -70,8 +70,10 @@ def bench(session: nox.Session) -> None:
     """Fan-out benchmark against nginx on 127.0.0.1 (installed with apt-get if absent and root).
 
     The SDK beside raw httpx2, httpx and aiohttp, and openai's and anthropic's SDKs (the `bench`
-    dependency group). Not a default session: it takes about three minutes and prints ratios
-    and targets, never fails on speed. `nox -s bench -- --quick` is a smoke run of seconds.
+    dependency group); then the blocking client beside raw httpx2.Client, and QuickchatUser
+    beside Locust's FastHttpUser (`bench_sync.py`). Not a default session: it takes about five
+    minutes and prints ratios and targets, never fails on speed. `nox -s bench -- --quick` is
+    a smoke run of seconds.
     """
     install(session, "bench")
     if not any(Path(d, "nginx").exists() for d in ("/usr/sbin", "/usr/bin", "/sbin")):
@@ -81,6 +83,8 @@ def bench(session: nox.Session) -> None:
         else:
             session.warn("nginx not found: the benchmark starts its own fallback server")
     session.run("python", "benchmarks/bench.py", *session.posargs)
+    quick = ["--quick"] if "--quick" in session.posargs else []
+    session.run("python", "benchmarks/bench_sync.py", *quick)
 
 
 @nox.session

@@ -8,6 +8,8 @@ Example::
         conv = client.conversation(kb_topic="billing")
         reply = await conv.say("Hello!")
         print(reply.text)
+
+Synchronous code uses its blocking twin, `Quickchat`, the same way without `async` and `await`.
 """
 
 from ._client import AsyncQuickchat
@@ -49,11 +51,18 @@ from ._stores import (
     StoredConversation,
     StoreRecord,
 )
+from ._sync_client import Quickchat
+from ._sync_conversation import SyncConversation
 from ._transports import (
     AiohttpTransport,
     BaseTransport,
+    GeventTransport,
     Httpx2Transport,
     HttpxTransport,
+    SyncBaseTransport,
+    SyncHttpx2Transport,
+    SyncHttpxTransport,
+    SyncTransport,
     Transport,
 )
 from ._types import NOT_GIVEN, Flavor, JSONValue, NotGiven
@@ -80,6 +89,7 @@ __all__ = [
     "FanOut",
     "FanOutResult",
     "Flavor",
+    "GeventTransport",
     "HTTPResponse",
     "Httpx2Transport",
     "HttpxTransport",
@@ -90,6 +100,7 @@ __all__ = [
     "MemoryStore",
     "NotGiven",
     "PermissionDeniedError",
+    "Quickchat",
     "QuickchatError",
     "RateLimitError",
     "RateLimiter",
@@ -106,6 +117,11 @@ __all__ = [
     "StoreLockTimeoutError",
     "StoreRecord",
     "StoredConversation",
+    "SyncBaseTransport",
+    "SyncConversation",
+    "SyncHttpx2Transport",
+    "SyncHttpxTransport",
+    "SyncTransport",
     "Timeout",
     "Transport",
     "Turn",

@@ -6,21 +6,18 @@ from collections.abc import Mapping
 from typing import Unpack
 
 from ._config import CallOptions
-from ._exceptions import QuickchatError
+from ._conversation_base import ConversationBase
 from ._loops import TurnLock
-from ._models import Reply, Turn
+from ._models import Reply
 from ._sender import AsyncSender
-from ._session import Session
-from ._snapshot import session_from_snapshot, snapshot_of
 from ._types import JSONValue
-from ._validation import check_context, check_metadata, check_text
-from ._wire import encode_turn
+from ._validation import check_turn
 
 
 __all__ = ["Conversation"]
 
 
-class Conversation:
+class Conversation(ConversationBase[AsyncSender]):
     """A conversation with the AI Agent, created by `AsyncQuickchat.conversation()` or `.resume()`.
 
     The first reply's `conv_id` is kept and sent with every later message. `kb_topic`, once set,
@@ -47,7 +44,7 @@ class Conversation:
         ValidationError: on bad arguments.
     """
 
-    __slots__ = ("_client", "_lock", "_session")
+    __slots__ = ("_lock",)
 
     def __init__(
         self,
@@ -58,84 +55,13 @@ class Conversation:
         metadata: Mapping[str, JSONValue] | None = None,
         max_history: int | None = None,
     ) -> None:
-        self._client = client
-        self._session = Session(
-            conv_id=conv_id, kb_topic=kb_topic, metadata=metadata, max_history=max_history
+        super().__init__(
+            client, conv_id=conv_id, kb_topic=kb_topic, metadata=metadata, max_history=max_history
         )
         # One turn at a time, in call order, on whichever event loop runs it. A free lock is
         # taken with no await and no loop check: 3.3k instructions a turn, against 16k for
         # `async with anyio.Lock(fast_acquire=True)` (callgrind; 3% of a turn on aiohttp).
         self._lock = TurnLock()
-
-    @classmethod
-    def from_snapshot(cls, client: AsyncSender, snapshot: object) -> Conversation:
-        """Rebuild a conversation from `snapshot()`; use `AsyncQuickchat.resume()`.
-
-        Raises:
-            ValidationError: when the snapshot is not one this SDK wrote.
-        """
-        conversation = cls(client)
-        conversation._session = session_from_snapshot(snapshot)
-        return conversation
-
-    # --- state --------------------------------------------------------------------------------
-
-    @property
-    def client(self) -> AsyncSender:
-        """The client this conversation talks through."""
-        return self._client
-
-    @property
-    def conv_id(self) -> str | None:
-        """The server's conversation ID: None until the first reply."""
-        return self._session.conv_id
-
-    @property
-    def kb_topic(self) -> str | None:
-        """The Knowledge Base topic sent with every request, if any."""
-        return self._session.kb_topic
-
-    @kb_topic.setter
-    def kb_topic(self, value: str | None) -> None:
-        """Change the topic for the next turns.
-
-        Quickchat applies the filter only if `kb_topic` is on every request of a conversation,
-        so a started conversation cannot gain or lose one; its value may change freely.
-        """
-        self._session.set_kb_topic(value)
-
-    @property
-    def metadata(self) -> Mapping[str, JSONValue]:
-        """The `client_metadata` sent with every message (kb_topic aside), read-only."""
-        return self._session.metadata
-
-    @property
-    def history(self) -> tuple[Turn, ...]:
-        """The turns, oldest first (the last `max_history` of them, if bounded).
-
-        Failed turns that cannot have reached the server are not in it; turns whose outcome was
-        unknown are, with their `status`.
-        """
-        return self._session.history
-
-    @property
-    def unconfirmed(self) -> tuple[Turn, ...]:
-        """Turns since the last reply whose messages may or may not have reached the server."""
-        return self._session.unconfirmed
-
-    @property
-    def max_history(self) -> int | None:
-        """How many turns `history` keeps (None: all)."""
-        return self._session.max_history
-
-    def __repr__(self) -> str:
-        session = getattr(self, "_session", None)
-        if session is None:  # shown in the traceback of a failed __init__
-            return "<Conversation (not configured)>"
-        topic = f" kb_topic={session.kb_topic!r}" if session.kb_topic is not None else ""
-        return f"<Conversation conv_id={session.conv_id!r}{topic} turns={len(session.history)}>"
-
-    # --- talking ------------------------------------------------------------------------------
 
     async def say(
         self,
@@ -163,61 +89,25 @@ class Conversation:
             EventLoopError: a turn of this conversation is running on an event loop of another
                 thread.
             APIStatusError: the server answered with an error (see its subclasses).
-            APIConnectionError: no usable response (see `outcome_unknown`).
+            APIConnectionError: no usable response (see `outcome_unknown`); `APITimeoutError`
+                when an attempt or the whole turn (`deadline`) ran out of time.
             UnexpectedResponseError: a 2xx that is not the documented JSON.
         """
-        check_text(text)
-        check_context(context)
-        turn_metadata = check_metadata(metadata) if metadata is not None else None
+        turn_metadata = check_turn(text, context, metadata)
         client = self._client
         call = client.config.call(options)
-        # A turn retried after a failure with an unknown outcome may be recorded twice, and
-        # settling pending turns by the numbers must then not trust them.
-        retries_ambiguous = client.config.retry_ambiguous
         lock = self._lock
         waiter = lock.take()
         if waiter is not None:
             await lock.wait(waiter)
         try:
-            session = self._session
-            turn = session.begin(text, context=context, turn_metadata=turn_metadata)
-            try:
-                request = encode_turn(
-                    client.config,
-                    call,
-                    text=turn.text,
-                    conv_id=turn.conv_id,
-                    client_metadata=turn.client_metadata,
-                    message_context=turn.context,
-                )
-                reply = await client.send(request, conv_id=turn.conv_id, call=call)
-            except QuickchatError as exc:
-                session.fail(turn, exc, may_repeat=call.max_retries > 0 and retries_ambiguous)
-                raise
-            except BaseException:
-                session.abandon(turn)
-                raise
-            # No await from here on: the turn is committed whole, or (on error or
-            # cancellation above) not at all.
-            session.confirm(turn, reply, may_repeat=reply.attempts > 1 and retries_ambiguous)
+            with self._session.turn(
+                text, context=context, turn_metadata=turn_metadata, config=client.config, call=call
+            ) as turn:
+                reply = await client.send(turn.request, conv_id=turn.conv_id, call=call)
+                # No await from here on: the turn is committed whole, or (on error or
+                # cancellation above) not at all.
+                turn.confirm(reply)
             return reply
         finally:
             lock.release()
-
-    def start_over(self) -> None:
-        """Accept that the unconfirmed first message is lost to this conversation.
-
-        After a first turn with an unknown outcome, `say()` raises `UnconfirmedStartError`
-        rather than open a second server conversation silently. Calling this lets the next
-        `say()` start a new one. The unconfirmed turn stays in `history`.
-        """
-        self._session.start_over()
-
-    # --- snapshots ----------------------------------------------------------------------------
-
-    def snapshot(self) -> dict[str, JSONValue]:
-        """The conversation's state as a JSON-serialisable dict, without any credential.
-
-        Store it (a database, a file, Redis) and give it to `AsyncQuickchat.resume()` to go on.
-        """
-        return snapshot_of(self._session)

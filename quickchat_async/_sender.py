@@ -8,38 +8,24 @@ all send through it; `AsyncQuickchat` adds the factories that build them.
 
 from __future__ import annotations
 
-import enum
-import logging
-import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Final, Literal, Unpack
+from typing import TYPE_CHECKING, Literal, Unpack
 
 import anyio
 import anyio.abc
-import attrs
-import stamina
 from anyio.lowlevel import current_token
 
+from ._attempts import Attempts, after_slot_wait
 from ._config import DEFAULT_MAX_RESPONSE_BYTES, Call, CallOptions, ClientConfig, Timeout
-from ._exceptions import APITimeoutError, ClientClosedError, EventLoopError, QuickchatError
+from ._exceptions import EventLoopError, QuickchatError
 from ._loops import Bound, PerLoop
 from ._models import HTTPResponse, Reply
-from ._observe import resolve_telemetry
 from ._ratelimit import Limiter, check_limiter
+from ._sender_base import SenderBase
 from ._telemetry import Telemetry, TurnTrace
 from ._transports import BaseTransport, Transport, resolve_transport
-from ._types import NOT_GIVEN, Flavor, JSONValue, NotGiven, Secret
-from ._validation import check_context, check_conv_id, check_metadata, check_text
-from ._wire import (
-    BACKOFF,
-    ChatRequest,
-    decode_reply,
-    encode_turn,
-    retry_delay,
-    retry_log_line,
-    slot_timeout_error,
-    turn_deadline_error,
-)
+from ._types import NOT_GIVEN, JSONValue, NotGiven, Secret
+from ._wire import ChatRequest, encode_say
 
 
 if TYPE_CHECKING:
@@ -49,16 +35,6 @@ if TYPE_CHECKING:
     import httpx2
 
 __all__ = ["AsyncSender"]
-
-logger = logging.getLogger("quickchat_async")
-
-_UNSET: Final = NOT_GIVEN
-
-
-class _State(enum.Enum):
-    UNOPENED = "unopened"
-    OPENED = "opened"
-    CLOSED = "closed"
 
 
 class _Pool:
@@ -104,6 +80,15 @@ class _Connections:
         last = self.pools.last
         return self.first if last is None else last.value.transport
 
+    @property
+    def closed(self) -> bool:
+        """Whether the client that owns them closed them."""
+        return self.pools.closed
+
+    def mark_closed(self) -> None:
+        """Refuse further use: the owner is closing them (`aclose()` closes them)."""
+        self.pools.closed = True
+
     def _pool(self) -> _Pool:
         transport, self._unclaimed = self._unclaimed, None
         if transport is None:
@@ -126,20 +111,13 @@ class _Connections:
             await unclaimed.aclose()
 
 
-class AsyncSender(anyio.abc.AsyncResource):
+class AsyncSender(SenderBase[Transport, _Connections], anyio.abc.AsyncResource):
     """The part of `AsyncQuickchat` that holds its settings and connections, and sends.
 
     It is documented, with its arguments, as `AsyncQuickchat`.
     """
 
-    __slots__ = (
-        "_config",
-        "_connections",
-        "_owns_connections",
-        "_rate_limiter",
-        "_state",
-        "_telemetry",
-    )
+    __slots__ = ("_rate_limiter",)
 
     def __init__(
         self,
@@ -184,12 +162,8 @@ class AsyncSender(anyio.abc.AsyncResource):
         first, make = resolve_transport(transport, http_client, config.max_connections)
         if isinstance(first, BaseTransport):
             config = config.with_user_agent(first.user_agent)
-        self._config = config
-        self._connections = _Connections(first, make, config.max_connections)
-        self._owns_connections = True
+        super().__init__(config, _Connections(first, make, config.max_connections), telemetry)
         self._rate_limiter = check_limiter(rate_limiter)
-        self._telemetry: Telemetry = resolve_telemetry(telemetry)
-        self._state = _State.UNOPENED
 
     def with_options(
         self,
@@ -209,77 +183,26 @@ class AsyncSender(anyio.abc.AsyncResource):
         Raises:
             ValidationError: a bad value, named.
         """
-        derived = object.__new__(type(self))
-        derived._config = self._config.with_options(
+        derived = self._derive(
             timeout=timeout,
             max_retries=max_retries,
             retry_ambiguous=retry_ambiguous,
             deadline=deadline,
             default_headers=default_headers,
         )
-        derived._connections = self._connections
-        derived._owns_connections = False
-        derived._rate_limiter = (
+        derived._rate_limiter = (  # noqa: SLF001 -- a client of this very class
             self._rate_limiter
             if isinstance(rate_limiter, NotGiven)
             else check_limiter(rate_limiter)
         )
-        derived._telemetry = self._telemetry
-        derived._state = _State.UNOPENED
         return derived
-
-    # --- settings -----------------------------------------------------------------------------
-
-    @property
-    def config(self) -> ClientConfig:
-        """Everything the requests are built from (the credential never shows)."""
-        return self._config
-
-    @property
-    def flavor(self) -> Flavor:
-        """The API flavor this client speaks."""
-        return self._config.flavor
-
-    @property
-    def scenario_id(self) -> str:
-        """The AI Agent this client talks to."""
-        return self._config.scenario_id
-
-    @property
-    def base_url(self) -> str:
-        """Where the Chat endpoint lives; requests go to `{base_url}/chat`."""
-        return self._config.base_url
-
-    @property
-    def timeout(self) -> Timeout:
-        """The limits of one attempt."""
-        return self._config.timeout
-
-    @property
-    def max_retries(self) -> int:
-        """How many times a request that is safe to resend is retried."""
-        return self._config.max_retries
 
     @property
     def rate_limiter(self) -> Limiter | None:
         """The limiter every attempt waits on, if any."""
         return self._rate_limiter
 
-    @property
-    def transport(self) -> Transport:
-        """The transport requests go through: that of the event loop that sent last.
-
-        Before the first request, and once that loop's connections are closed, the transport
-        made with the client (which the first event loop sends through).
-        """
-        return self._connections.transport
-
     # --- lifecycle ----------------------------------------------------------------------------
-
-    @property
-    def is_closed(self) -> bool:
-        """Whether `aclose()` has been called (on this client, or on the one it derives from)."""
-        return self._state is _State.CLOSED or self._connections.pools.closed
 
     async def aclose(self) -> None:
         """Close the connections the client owns. Safe to call twice.
@@ -287,30 +210,12 @@ class AsyncSender(anyio.abc.AsyncResource):
         Those of the running event loop close now. Those of event loops that ended were closed
         as they ended; those of a loop still running in another thread close when it ends.
         """
-        if self._state is _State.CLOSED:
-            return
-        self._state = _State.CLOSED
-        if self._owns_connections:
-            await self._connections.aclose()
+        if self._close():
+            await self._pool.aclose()
 
     async def __aenter__(self) -> Self:
-        if self.is_closed:
-            raise ClientClosedError(
-                f"This {type(self).__name__} client is closed; create a new one to open it again."
-            )
-        self._state = _State.OPENED
+        self._open()
         return self
-
-    def __repr__(self) -> str:
-        try:
-            config = self._config
-            state = "closed" if self.is_closed else self._state.value
-        except AttributeError:  # shown in the traceback of a failed __init__
-            return f"<{type(self).__name__} (not configured)>"
-        return (
-            f"<{type(self).__name__} flavor={config.flavor.value!r} url={config.url!r} "
-            f"scenario_id={config.scenario_id!r} state={state!r}>"
-        )
 
     # --- one round trip -----------------------------------------------------------------------
 
@@ -343,17 +248,12 @@ class AsyncSender(anyio.abc.AsyncResource):
                 when an attempt or the whole turn (`deadline`) ran out of time.
             UnexpectedResponseError: a 2xx that is not the documented JSON.
         """
-        check_text(text)
-        check_context(message_context, name="message_context")
-        check_conv_id(conv_id)
-        metadata = check_metadata(client_metadata, name="client_metadata", allow_kb_topic=True)
-        call = self._config.call(options)
-        request = encode_turn(
+        request, call = encode_say(
             self._config,
-            call,
+            options,
             text=text,
             conv_id=conv_id,
-            client_metadata=metadata,
+            client_metadata=client_metadata,
             message_context=message_context,
         )
         return await self.send(request, conv_id=conv_id, call=call)
@@ -377,192 +277,91 @@ class AsyncSender(anyio.abc.AsyncResource):
                 when an attempt or the whole turn ran out of time.
             UnexpectedResponseError: a 2xx that is not the documented JSON.
         """
-        if call is None:
-            call = self._config.default_call
         # The one event loop check of a turn (0.9 µs): each loop has connections of its own.
         loop = current_token().native_token
-        pool = self._connections.pools.last
-        if pool is None or pool.loop is not loop:
-            pool = await self._enter(loop)
-        turn = _Turn(call, pool.value, retry_ambiguous=self._config.retry_ambiguous)
+        bound = self._pool.pools.last
+        if bound is None or bound.loop is not loop:
+            bound = await self._enter(loop)
+        pool = bound.value
+        attempts = self._attempts(request, call, anyio.current_time)
         with self._telemetry.turn(self._config, request, conv_id) as trace:
-            if call.deadline is None:
-                reply = await self._with_retries(request, conv_id, turn, trace)
+            if attempts.deadline_at is None:
+                reply = await self._with_retries(request, conv_id, attempts, trace, pool)
             else:
-                with anyio.move_on_after(call.deadline):
-                    reply = await self._with_retries(request, conv_id, turn, trace)
+                with anyio.move_on_after(attempts.call.deadline):
+                    reply = await self._with_retries(request, conv_id, attempts, trace, pool)
                     trace.replied(reply)
                     return reply
-                raise turn_deadline_error(
-                    url=request.url, deadline=call.deadline, sent=turn.may_have_landed()
-                )
+                raise attempts.deadline_error()
             trace.replied(reply)
             return reply
 
     async def _enter(self, loop: object) -> Bound[_Pool]:
         """The connections of an event loop this client has not sent from last."""
-        if self.is_closed:
-            raise ClientClosedError(
-                f"This {type(self).__name__} client is closed; create a new one to keep talking."
-            )
-        return await self._connections.pools.enter(loop)
+        self._check_open()
+        return await self._pool.pools.enter(loop)
 
     async def _with_retries(
-        self, request: ChatRequest, conv_id: str | None, turn: _Turn, trace: TurnTrace
+        self,
+        request: ChatRequest,
+        conv_id: str | None,
+        attempts: Attempts,
+        trace: TurnTrace,
+        pool: _Pool,
     ) -> Reply:
-        """The attempts of one turn, under the retry policy."""
-        max_retries = turn.call.max_retries
-        # The first attempt runs outside stamina: nearly every turn succeeds at once, and a
-        # retry context costs 24 µs per turn on this machine (tenacity's AsyncRetrying), a
-        # fifth of what raw aiohttp spends on a whole request at 64 in flight.
+        """The attempts of one turn, under the retry policy (see `Attempts`)."""
         try:
-            return await self._attempt(request, conv_id, 1, turn, trace)
+            return await self._attempt(request, conv_id, 1, attempts, trace=trace, pool=pool)
         except QuickchatError as exc:
-            if not max_retries or turn.retry_delay(exc) is False:
+            if not attempts.retry_after(exc):
                 raise
-            last = exc
-        async for attempt in stamina.retry_context(
-            on=turn.retry_delay, attempts=max_retries + 1, timeout=None, **BACKOFF
-        ):
+        async for attempt in attempts:
             with attempt:
-                if attempt.num == 1:  # hand stamina the first failure: it schedules the wait
-                    raise last
-                logger.info(retry_log_line(request.url, attempt.num, max_retries + 1, last))
-                try:
-                    return await self._attempt(request, conv_id, attempt.num, turn, trace)
-                except QuickchatError as exc:
-                    last = exc
-                    raise
+                attempts.begin(attempt.num)
+                return await self._attempt(
+                    request, conv_id, attempt.num, attempts, trace=trace, pool=pool
+                )
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
     async def _attempt(
-        self, request: ChatRequest, conv_id: str | None, num: int, turn: _Turn, trace: TurnTrace
+        self,
+        request: ChatRequest,
+        conv_id: str | None,
+        num: int,
+        attempts: Attempts,
+        *,
+        trace: TurnTrace,
+        pool: _Pool,
     ) -> Reply:
         """One attempt: wait for the rate and a connection slot, send, decode."""
-        if self.is_closed:  # also between attempts: closed while a retry waited
-            raise self._closed_error()
-        trace.attempt(num)
-        if self._rate_limiter is not None:
-            await self._rate_limiter.acquire()
-        request = turn.within_deadline(request)
-        try:
-            response = await self._send(request, turn)
-            return decode_reply(
-                response,
-                config=self._config,
-                conv_id=conv_id,
-                attempts=num,
-                elapsed=time.monotonic() - turn.started,
-            )
-        except QuickchatError as exc:
-            trace.attempt_failed(num, exc)
-            turn.failed(exc)
-            if isinstance(exc, APITimeoutError) and turn.out_of_time():
-                raise turn_deadline_error(
-                    url=request.url, deadline=turn.call.deadline, sent=turn.may_have_landed()
-                ) from exc
-            raise
+        self._check_open()
+        with attempts.attempt(num, trace):
+            if self._rate_limiter is not None:
+                await self._rate_limiter.acquire()
+            request = attempts.within_deadline(request)
+            return self._decode(await self._send(request, attempts, pool), conv_id, num, attempts)
 
-    def _closed_error(self) -> ClientClosedError:
-        return ClientClosedError(
-            f"This {type(self).__name__} client is closed; create a new one to keep talking."
-        )
-
-    async def _send(self, request: ChatRequest, turn: _Turn) -> HTTPResponse:
+    async def _send(self, request: ChatRequest, attempts: Attempts, pool: _Pool) -> HTTPResponse:
         """Hold a connection slot for the attempt; a full pool waits within the deadline."""
-        pool = turn.pool
         slots = pool.slots
         try:
             slots.acquire_nowait()
         except anyio.WouldBlock:
             request = await self._wait_for_slot(request, slots)
-        if self.is_closed:  # closed while the attempt waited (the rate, a slot)
-            slots.release()
-            raise self._closed_error()
-        # Cleared when the transport answers, or fails and says whether it sent; left set when
-        # the turn's deadline cancels it mid-way, since the message may then have gone out.
-        turn.sending = True
         try:
-            response = await pool.transport.send(request)
-        except QuickchatError:
-            turn.sending = False
-            raise
+            self._check_open()  # closed while the attempt waited (the rate, a slot)
+            with attempts.in_transport():
+                return await pool.transport.send(request)
         finally:
             slots.release()
-        turn.sending = False
-        return response
 
     async def _wait_for_slot(self, request: ChatRequest, slots: anyio.Semaphore) -> ChatRequest:
         """Queue for a slot; the wait counts against the attempt's deadline."""
-        total = request.timeout.total
         start = anyio.current_time()
-        with anyio.move_on_after(total) as waiting:
+        with anyio.move_on_after(request.timeout.total):
             await slots.acquire()
-        remaining = None if total is None else total - (anyio.current_time() - start)
-        if waiting.cancelled_caught or (remaining is not None and remaining <= 0):
-            if not waiting.cancelled_caught:
-                # The slot came just as the deadline ran out. An attempt with no time left
-                # could only fail, perhaps after the message reached the server: unsent is
-                # better.
-                slots.release()
-            raise slot_timeout_error(
-                url=request.url, total=total, slots=self._config.max_connections
-            )
-        if remaining is None:
-            return request
-        return attrs.evolve(request, timeout=attrs.evolve(request.timeout, total=remaining))
-
-
-class _Turn:
-    """What one turn has been through: its settings, when it started, what may have landed."""
-
-    __slots__ = (
-        "call",
-        "deadline_at",
-        "landed",
-        "pool",
-        "retry_ambiguous",
-        "sending",
-        "started",
-    )
-
-    def __init__(self, call: Call, pool: _Pool, *, retry_ambiguous: bool) -> None:
-        self.call = call
-        #: The connections of the event loop the turn runs on.
-        self.pool = pool
-        #: For `Reply.elapsed`: a wall clock. The deadline is kept on the event loop's clock
-        #: (anyio's, which costs 3 µs a reading: only turns with a deadline read it).
-        self.started = time.monotonic()
-        self.deadline_at = None if call.deadline is None else anyio.current_time() + call.deadline
-        self.retry_ambiguous = retry_ambiguous
-        #: An earlier attempt failed after the message may have reached the server.
-        self.landed = False
-        #: An attempt is in the transport right now.
-        self.sending = False
-
-    def may_have_landed(self) -> bool:
-        """Whether the server may have recorded the message, if the turn ends now."""
-        return self.landed or self.sending
-
-    def failed(self, exc: QuickchatError) -> None:
-        self.landed = self.landed or exc.outcome_unknown
-
-    def out_of_time(self) -> bool:
-        return self.deadline_at is not None and anyio.current_time() >= self.deadline_at
-
-    def within_deadline(self, request: ChatRequest) -> ChatRequest:
-        """The request, its attempt cut short to end by the turn's deadline."""
-        if self.deadline_at is None:
-            return request
-        remaining = max(self.deadline_at - anyio.current_time(), 0.001)
-        total = request.timeout.total
-        if total is not None and total <= remaining:
-            return request
-        return attrs.evolve(request, timeout=attrs.evolve(request.timeout, total=remaining))
-
-    def retry_delay(self, exc: Exception) -> bool | float:
-        """The retry policy, for stamina; a wait that would outlast the deadline is refused."""
-        delay = retry_delay(exc, retry_ambiguous=self.retry_ambiguous)
-        if self.deadline_at is None or delay is False or delay is True:
-            return delay
-        return delay if anyio.current_time() + delay < self.deadline_at else False
+            shortened = after_slot_wait(request, anyio.current_time() - start)
+            if shortened is not None:
+                return shortened
+            slots.release()
+        raise self._slot_timeout(request)

@@ -5,8 +5,9 @@ whose outcome is unknown) and the rules of the Chat endpoint about it: the first
 conv_id is kept, `kb_topic` once there is sticky, at most 5 metadata keys go out, and a reply's
 `ord_number` settles the turns that were left unconfirmed. A turn is `begin()`-ed, then
 `confirm()`-ed, `fail()`-ed or `abandon()`-ed, each a synchronous step, so a conversation is
-never half updated, whatever cancels the I/O around them. The async and the blocking
-`Conversation` both drive this class; `_snapshot` writes and reads its JSON form.
+never half updated, whatever cancels the I/O around them. `turn()` does all of that around the
+I/O as a ``with`` block (`TurnScope`): the async and the blocking conversation both send their
+turns through it; `_snapshot` writes and reads the session's JSON form.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Mapping
-from types import MappingProxyType
-from typing import Final, NamedTuple
+from types import MappingProxyType, TracebackType
+from typing import Final, NamedTuple, Self
 
 import attrs
 
+from ._config import Call, ClientConfig
 from ._exceptions import QuickchatError, UnconfirmedStartError, ValidationError
 from ._models import Reply, Turn, TurnStatus
 from ._types import JSONValue
@@ -29,9 +31,10 @@ from ._validation import (
     check_metadata,
     check_metadata_size,
 )
+from ._wire import ChatRequest, encode_turn
 
 
-__all__ = ["PreparedTurn", "Session"]
+__all__ = ["PreparedTurn", "Session", "TurnScope"]
 
 logger = logging.getLogger("quickchat_async")
 
@@ -51,6 +54,64 @@ class PreparedTurn(NamedTuple):
     client_metadata: Mapping[str, JSONValue]
     context: str | None
     sent_at: dt.datetime
+
+
+class TurnScope:
+    """A turn under way (`Session.turn()`): the request to send, and how the turn ends.
+
+    Use it as a ``with`` block around the I/O: send `request` (it continues `conv_id`), then
+    `confirm()` the reply inside the block. Leaving the block by an SDK error keeps the turn
+    as unconfirmed if its message may have landed (`Session.fail`); by anything else (a
+    cancellation, KeyboardInterrupt) the turn is abandoned (`Session.abandon`). A turn that may
+    be retried after a failure with an unknown outcome (`retry_ambiguous`) may be recorded
+    twice, and settles the pending turns accordingly.
+    """
+
+    __slots__ = ("_retries_ambiguous", "_retry_ambiguous", "_session", "_turn", "request")
+
+    def __init__(
+        self,
+        session: Session,
+        turn: PreparedTurn,
+        request: ChatRequest,
+        *,
+        call: Call,
+        retry_ambiguous: bool,
+    ) -> None:
+        self._session = session
+        self._turn = turn
+        #: The prepared POST of this turn.
+        self.request = request
+        self._retry_ambiguous = retry_ambiguous
+        #: Whether this turn may be sent again after a failure with an unknown outcome.
+        self._retries_ambiguous = retry_ambiguous and call.max_retries > 0
+
+    @property
+    def conv_id(self) -> str | None:
+        """The conversation the turn continues; None for a first message."""
+        return self._turn.conv_id
+
+    def __enter__(self) -> Self:
+        return self
+
+    def confirm(self, reply: Reply) -> None:
+        """The reply arrived: the turn goes into the session (see `Session.confirm`)."""
+        self._session.confirm(
+            self._turn, reply, may_repeat=self._retry_ambiguous and reply.attempts > 1
+        )
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            return
+        if isinstance(exc, QuickchatError):
+            self._session.fail(self._turn, exc, may_repeat=self._retries_ambiguous)
+        else:
+            self._session.abandon(self._turn)
 
 
 class Session:
@@ -189,6 +250,40 @@ class Session:
         )
         self._current = turn
         return turn
+
+    def turn(
+        self,
+        text: str,
+        *,
+        context: str | None,
+        turn_metadata: dict[str, JSONValue] | None,
+        config: ClientConfig,
+        call: Call,
+    ) -> TurnScope:
+        """Begin a turn (see `begin`) and encode its request with the turn's `call` settings.
+
+        End it with the returned `TurnScope`. The caller holds the conversation's turn lock
+        until the scope's block ends.
+
+        Raises:
+            UnconfirmedStartError: the first message's outcome is unknown.
+            ValidationError: more than 5 metadata keys once merged, or metadata that changed
+                since it was checked and is no longer JSON.
+        """
+        turn = self.begin(text, context=context, turn_metadata=turn_metadata)
+        try:
+            request = encode_turn(
+                config,
+                call,
+                text=turn.text,
+                conv_id=turn.conv_id,
+                client_metadata=turn.client_metadata,
+                message_context=turn.context,
+            )
+        except QuickchatError as exc:
+            self.fail(turn, exc)
+            raise
+        return TurnScope(self, turn, request, call=call, retry_ambiguous=config.retry_ambiguous)
 
     def confirm(self, turn: PreparedTurn, reply: Reply, *, may_repeat: bool = False) -> None:
         """The reply arrived: keep its conv_id, settle pending turns, append the turn.

@@ -40,6 +40,7 @@ __all__ = [
     "check_scenario_id",
     "check_seconds",
     "check_text",
+    "check_turn",
     "check_user_key",
     "nested_deeper_than",
 ]
@@ -245,6 +246,17 @@ def check_metadata_size(metadata: Mapping[str, object], *, name: str = "client_m
             f"{name} would carry {len(metadata)} keys ({keys}); Quickchat accepts at most "
             f"{MAX_METADATA_KEYS}, kb_topic included. Drop some."
         )
+
+
+def check_turn(text: object, context: object, metadata: object) -> dict[str, JSONValue] | None:
+    """A conversation turn's input; returns a private copy of its metadata (None if not given).
+
+    The text is a non-empty string, the context at most 1000 characters, and the metadata JSON
+    without `kb_topic` (a conversation keeps it itself).
+    """
+    check_text(text)
+    check_context(context)
+    return check_metadata(metadata) if metadata is not None else None
 
 
 def check_conv_id(conv_id: object) -> str | None:

@@ -20,7 +20,14 @@ from typing import Final, TypeAlias, cast
 import attrs
 import orjson
 
-from ._config import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, Call, ClientConfig, Timeout
+from ._config import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_TIMEOUT,
+    Call,
+    CallOptions,
+    ClientConfig,
+    Timeout,
+)
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -40,7 +47,14 @@ from ._exceptions import (
 from ._html import page_text
 from ._models import HTTPResponse, Reply
 from ._types import JSONValue
-from ._validation import MAX_JSON_DEPTH, nested_deeper_than
+from ._validation import (
+    MAX_JSON_DEPTH,
+    check_context,
+    check_conv_id,
+    check_metadata,
+    check_text,
+    nested_deeper_than,
+)
 
 
 __all__ = [
@@ -53,6 +67,7 @@ __all__ = [
     "connection_error",
     "deadline_error",
     "decode_reply",
+    "encode_say",
     "encode_turn",
     "error_from_response",
     "parse_retry_after",
@@ -147,6 +162,39 @@ def encode_turn(
         config.max_response_bytes,
         text=text,
     )
+
+
+def encode_say(
+    config: ClientConfig,
+    options: CallOptions,
+    *,
+    text: object,
+    conv_id: object = None,
+    client_metadata: object = None,
+    message_context: object = None,
+) -> tuple[ChatRequest, Call]:
+    """Check the input of a bare `say()` and encode it; `kb_topic` may be in its metadata.
+
+    Returns the request and the turn's settings (`options` over the client's).
+
+    Raises:
+        ValidationError: bad input, or a bad per-call option.
+        TypeError: a per-call option that does not exist.
+    """
+    checked_text = check_text(text)
+    context = check_context(message_context, name="message_context")
+    checked_conv_id = check_conv_id(conv_id)
+    metadata = check_metadata(client_metadata, name="client_metadata", allow_kb_topic=True)
+    call = config.call(options)
+    request = encode_turn(
+        config,
+        call,
+        text=checked_text,
+        conv_id=checked_conv_id,
+        client_metadata=metadata,
+        message_context=context,
+    )
+    return request, call
 
 
 #: The encoder for what orjson refuses although it is JSON: integers beyond 64 bits, and

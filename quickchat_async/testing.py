@@ -1,9 +1,10 @@
 """Test your bot against a local Quickchat emulator, with no token and no network.
 
 `Emulator` holds an `EmulatorService` (the emulator's core: the API's rules, what it
-recorded, the faults to inject) and hands out clients wired to it: in process through an
-httpx2 transport (no socket, asyncio and trio), or, inside ``async with``, over a real
-loopback socket served by uvicorn (extra ``[emulator]``).
+recorded, the faults to inject) and hands out clients wired to it, async (`client()`) or
+blocking (`sync_client()`): in process through an httpx2 transport (no socket; asyncio and
+trio, or threads), or, inside ``async with`` (or ``with``), over a real loopback socket served
+by uvicorn (extra ``[emulator]``).
 
 A pytest example to copy (with the ``anyio`` pytest plugin that anyio installs)::
 
@@ -30,6 +31,11 @@ A pytest example to copy (with the ``anyio`` pytest plugin that anyio installs):
         emulator.faults.script(["rate_limit"])  # the next request gets a 429
         async with emulator.client() as client:
             assert (await client.say("Hi")).text
+
+
+    def test_a_blocking_bot(emulator):
+        with emulator.sync_client() as client:
+            assert client.conversation().say("Hi").text
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ import httpx2
 
 from ._client import AsyncQuickchat
 from ._exceptions import QuickchatError
-from ._transports import Httpx2Transport
+from ._sync_client import Quickchat
+from ._transports import Httpx2Transport, SyncHttpx2Transport
 from .emulator import (
     EmulatorService,
     EmulatorTransport,
@@ -52,6 +59,7 @@ from .emulator import (
     RecordedMessage,
     Scenario,
     Stats,
+    SyncEmulatorTransport,
 )
 
 
@@ -86,6 +94,13 @@ class Emulator:
         async with Emulator() as served:                  # uvicorn on 127.0.0.1, a free port
             async with served.client() as client:        # talks to served.base_url
                 reply = await client.say("Hello")
+
+        with emulator.sync_client() as client:            # blocking, in process
+            reply = client.say("Hello")
+
+        with Emulator() as served:                        # served, from synchronous code
+            with served.sync_client() as client:
+                reply = client.say("Hello")
     """
 
     def __init__(
@@ -170,6 +185,16 @@ class Emulator:
             return httpx2.AsyncClient(transport=EmulatorTransport(self._service), **kwargs)
         return httpx2.AsyncClient(**kwargs)
 
+    def sync_http_client(self, **kwargs: Any) -> httpx2.Client:  # noqa: ANN401
+        """An `httpx2.Client` that reaches the emulator: in process, or over loopback.
+
+        Args:
+            **kwargs: passed to `httpx2.Client` (not ``transport`` in process).
+        """
+        if self._server is None:
+            return httpx2.Client(transport=SyncEmulatorTransport(self._service), **kwargs)
+        return httpx2.Client(**kwargs)
+
     def client(
         self,
         *,
@@ -187,6 +212,35 @@ class Emulator:
             **kwargs: any other `AsyncQuickchat` option: ``timeout``, ``max_retries``,
                 ``max_connections``, ``transport`` (served only)...
         """
+        options = self._options(flavor, kwargs)
+        if self._server is None and options.get("http_client") is None:
+            options["transport"] = self._in_process_transport  # one for each event loop
+        return AsyncQuickchat(**options)
+
+    def sync_client(
+        self,
+        *,
+        flavor: Literal["current", "legacy"] = "current",
+        **kwargs: Any,  # noqa: ANN401 -- Quickchat's own options
+    ) -> Quickchat:
+        """A blocking `Quickchat` wired to this emulator, with the first scenario's credentials.
+
+        In process, it talks through `SyncEmulatorTransport` (no socket); while served, over
+        loopback with the transport you choose. Close it as any client
+        (``with emulator.sync_client() as client:``).
+
+        Args:
+            flavor: ``"current"`` (Bearer token) or ``"legacy"`` (api_key in the body).
+            **kwargs: any other `Quickchat` option: ``timeout``, ``max_retries``,
+                ``max_connections``, ``transport`` (served only)...
+        """
+        options = self._options(flavor, kwargs)
+        if self._server is None and options.get("http_client") is None:
+            options["transport"] = SyncHttpx2Transport(self.sync_http_client(), close_client=True)
+        return Quickchat(**options)
+
+    def _options(self, flavor: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """A client's options: this emulator's URL and credentials, then the caller's."""
         options: dict[str, Any] = {"scenario_id": self.scenario_id, "base_url": self.base_url}
         if flavor == "current":
             options["token"] = self.token
@@ -195,14 +249,16 @@ class Emulator:
         else:
             raise ValueError(f"flavor must be 'current' or 'legacy', not {flavor!r}.")
         options.update(kwargs)
-        if self._server is None and options.get("http_client") is None:
-            if options.get("transport") not in (None, "httpx2"):
-                raise ValueError(
-                    "In process, the emulator answers through httpx2: serve it "
-                    "(`async with emulator:`) to use another transport."
-                )
-            options["transport"] = self._in_process_transport
-        return AsyncQuickchat(**options)
+        if (
+            self._server is None
+            and options.get("http_client") is None
+            and options.get("transport") not in (None, "httpx2")
+        ):
+            raise ValueError(
+                "In process, the emulator answers through httpx2: serve it "
+                "(`async with emulator:` or `with emulator:`) to use another transport."
+            )
+        return options
 
     def _in_process_transport(self) -> Httpx2Transport:
         """A transport to the emulator in process; a client makes one per event loop."""
@@ -258,8 +314,7 @@ class Emulator:
             RuntimeError: already served.
             ImportError: the ``[emulator]`` extra (Starlette, uvicorn) is not installed.
         """
-        if self._server is not None:
-            raise RuntimeError(f"The emulator is already served at {self._server.base_url}.")
+        self._refuse_second_server()
         from .emulator import aserve  # noqa: PLC0415 -- needs the [emulator] extra
 
         self._server = await aserve(self._service, **options)
@@ -282,6 +337,33 @@ class Emulator:
         traceback: TracebackType | None,
     ) -> None:
         await self.stop()
+
+    def __enter__(self) -> Emulator:
+        """Serve the emulator from synchronous code, as ``async with`` does from async code.
+
+        Raises:
+            RuntimeError: already served.
+            ImportError: the ``[emulator]`` extra (Starlette, uvicorn) is not installed.
+        """
+        self._refuse_second_server()
+        from .emulator import serve  # noqa: PLC0415 -- needs the [emulator] extra
+
+        self._server = serve(self._service)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
+
+    def _refuse_second_server(self) -> None:
+        if self._server is not None:
+            raise RuntimeError(f"The emulator is already served at {self._server.base_url}.")
 
 
 def _first(values: tuple[str, ...], what: str) -> str:

@@ -1,6 +1,7 @@
-"""The transport seam: one async `send()` of a prepared chat request, plus `aclose()`.
+"""The transport seam: one `send()` of a prepared chat request, plus a way to close.
 
 The sender builds a `ChatRequest` (URL, headers, JSON body, limits), hands it to a `Transport`
+(async `send` and `aclose`) or, in the blocking client, a `SyncTransport` (`send` and `close`),
 and gets back an `HTTPResponse` with a bounded body, or one of the SDK's connection errors.
 Each engine's transport maps its own exceptions beside it, into the one error tree; anything
 with the same two methods can stand in (a fake in tests, a wrapper that counts).
@@ -10,15 +11,28 @@ from __future__ import annotations
 
 import abc
 import traceback
-from typing import Protocol, runtime_checkable
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import anyio.abc
 
 from quickchat_async._models import HTTPResponse
 from quickchat_async._wire import ChatRequest
 
+from ._decoding import BoundedDecoder
 
-__all__ = ["BaseTransport", "Transport", "scrubbed"]
+
+if TYPE_CHECKING:
+    from typing import Self
+
+__all__ = [
+    "BaseTransport",
+    "CappedBody",
+    "SyncBaseTransport",
+    "SyncTransport",
+    "Transport",
+    "scrubbed",
+]
 
 
 @runtime_checkable
@@ -56,6 +70,101 @@ class BaseTransport(anyio.abc.AsyncResource):
     @abc.abstractmethod
     async def send(self, request: ChatRequest, /) -> HTTPResponse:
         """Send one chat request and return its response."""
+
+
+@runtime_checkable
+class SyncTransport(Protocol):
+    """What the blocking client (`Quickchat`) needs from an HTTP engine.
+
+    The same contract as `Transport`, blocking: `send` POSTs the request and returns the
+    response with at most `request.max_response_bytes` of its body read, within
+    `request.timeout`, never following redirects; it raises `APIConnectionError` (or
+    `APITimeoutError`) when no complete response arrives, with `outcome_unknown=False` only when
+    no byte of the request can have reached the server. It may be called from several threads
+    (or greenlets) at once. `close` releases the connections; closing twice is harmless.
+    """
+
+    def send(self, request: ChatRequest, /) -> HTTPResponse:
+        """Send one chat request and return its response."""
+        ...
+
+    def close(self) -> None:
+        """Release the transport's resources."""
+        ...
+
+
+class SyncBaseTransport(abc.ABC):
+    """The base of the SDK's own blocking transports: `with`, and a User-Agent naming the engine.
+
+    Attributes:
+        user_agent: the User-Agent the client sends through this transport, unless the
+            client's `default_headers` set one; each subclass sets it.
+    """
+
+    __slots__ = ()
+
+    user_agent: str
+
+    @abc.abstractmethod
+    def send(self, request: ChatRequest, /) -> HTTPResponse:
+        """Send one chat request and return its response."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the transport's resources."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class CappedBody:
+    """A response body as it arrives: inflated if compressed, and kept up to a limit.
+
+    A compressed body is inflated here (`BoundedDecoder`), never past the limit: an engine's own
+    decoder would inflate each chunk whole, however large it grows.
+
+    Args:
+        limit: `max_response_bytes`.
+        content_encoding: the response's Content-Encoding ("" for none).
+
+    Raises:
+        UndecodableError: an encoding the SDK does not decode.
+    """
+
+    __slots__ = ("_chunks", "_decoder", "_limit", "_size")
+
+    def __init__(self, limit: int, content_encoding: str = "") -> None:
+        self._decoder = BoundedDecoder(content_encoding) if content_encoding else None
+        self._chunks: list[bytes] = []
+        self._limit = limit
+        self._size = 0
+
+    def add(self, raw: bytes) -> bool:
+        """Keep a chunk as it came; True once more than the limit has arrived (read no further).
+
+        Raises:
+            UndecodableError: corrupt compressed data.
+        """
+        decoder = self._decoder
+        chunk = raw if decoder is None else decoder.feed(raw, self._limit - self._size + 1)
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        return self._size > self._limit
+
+    def content(self) -> tuple[bytes, bool]:
+        """The body (cut at the limit), and whether it was cut."""
+        body = b"".join(self._chunks)
+        if self._size > self._limit:
+            return body[: self._limit], True
+        return body, False
 
 
 def scrubbed(exc: BaseException) -> BaseException:

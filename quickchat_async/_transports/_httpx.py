@@ -1,8 +1,9 @@
-"""`HttpxTransport`: the transport for an httpx 0.28 client, and what httpx's exceptions mean.
+"""The transports for an httpx 0.28 client (async and blocking), and what httpx's errors mean.
 
 httpx 0.28 is the last httpx release; the SDK runs on its successor, httpx2, by default, and
-does not install httpx. This transport is for a caller who passes an `httpx.AsyncClient`
-(``http_client=``) or asks for ``transport="httpx"``: httpx is then already installed.
+does not install httpx. These transports are for a caller who passes an `httpx.AsyncClient` or
+an `httpx.Client` (``http_client=``) or asks for ``transport="httpx"``: httpx is then already
+installed.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from quickchat_async._wire import ErrorTable
 
-from ._httpx_family import Engine, HttpxFamilyTransport
+from ._httpx_family import Engine, HttpxFamilyTransport, SyncHttpxFamilyTransport
 
 
 if TYPE_CHECKING:
     import httpx  # noqa: F401 -- named in the base class below, as a string
 
-__all__ = ["HttpxTransport"]
+__all__ = ["HttpxTransport", "SyncHttpxTransport"]
 
 _INSTALL = (
     "The httpx transport needs httpx: pip install httpx (or use the default engine, httpx2, "
@@ -73,6 +74,25 @@ class HttpxTransport(HttpxFamilyTransport["httpx.AsyncClient"]):
             and owns a client.
         max_connections: the size of the connection pool of an owned client.
         close_client: hand `client` over: `aclose()` closes it too.
+
+    Raises:
+        ImportError: httpx is not installed.
+    """
+
+    __slots__ = ()
+
+    engine: ClassVar[Engine] = _LazyEngine()  # type: ignore[assignment]
+
+
+class SyncHttpxTransport(SyncHttpxFamilyTransport["httpx.Client"]):
+    """A blocking transport on an `httpx.Client` (httpx 0.28).
+
+    Args:
+        client: a caller-owned `httpx.Client` (respx mocks, proxies...); the transport never
+            closes it unless `close_client` says so. Without one, the transport creates and
+            owns a client.
+        max_connections: the size of the connection pool of an owned client.
+        close_client: hand `client` over: `close()` closes it too.
 
     Raises:
         ImportError: httpx is not installed.

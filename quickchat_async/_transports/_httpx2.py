@@ -1,4 +1,4 @@
-"""`Httpx2Transport`: the default transport, on httpx2, and what httpx2's exceptions mean."""
+"""The default transports, on httpx2 (async and blocking), and what httpx2's exceptions mean."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import httpx2
 
 from quickchat_async._wire import ErrorTable
 
-from ._httpx_family import Engine, HttpxFamilyTransport
+from ._httpx_family import Engine, HttpxFamilyTransport, SyncHttpxFamilyTransport
 
 
-__all__ = ["Httpx2Transport"]
+__all__ = ["Httpx2Transport", "SyncHttpx2Transport"]
 
 #: Raised before a single byte of the request went out: the server cannot have processed it,
 #: so retrying is safe. Most specific first.
@@ -59,3 +59,22 @@ class Httpx2Transport(HttpxFamilyTransport[httpx2.AsyncClient]):
     __slots__ = ()
 
     engine = Engine(httpx2, _NOT_SENT, _MAYBE_SENT)
+
+
+class SyncHttpx2Transport(SyncHttpxFamilyTransport[httpx2.Client]):
+    """The blocking client's default transport, on an `httpx2.Client` (threads and gevent).
+
+    Each attempt keeps its deadline (`Timeout.total`): every phase's socket timeout is bounded
+    by what is left of it, and a body that drips in is cut when it runs out.
+
+    Args:
+        client: a caller-owned `httpx2.Client` (proxies, mTLS, mocks); the transport never
+            closes it unless `close_client` says so. Without one, the transport creates and
+            owns a client.
+        max_connections: the size of the connection pool of an owned client.
+        close_client: hand `client` over: `close()` closes it too.
+    """
+
+    __slots__ = ()
+
+    engine = Httpx2Transport.engine

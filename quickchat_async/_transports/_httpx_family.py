@@ -1,34 +1,38 @@
-"""One transport for the httpx family: httpx2 (the default engine) and httpx 0.28.
+"""The transports of the httpx family: httpx2 (the default engine) and httpx 0.28.
 
-The two libraries share their API, so one class sends through either; what differs, each
-engine's exception classes and what they mean, is declared beside its own transport
-(`_httpx2`, `_httpx`) as an `Engine`.
+The two libraries share their API, so one async class (`HttpxFamilyTransport`, on an
+`AsyncClient`) and one blocking class (`SyncHttpxFamilyTransport`, on a `Client`) send through
+either; what differs, each engine's exception classes and what they mean, is declared beside its
+own transports (`_httpx2`, `_httpx`) as an `Engine`. What the two shells share (the owned client,
+the request, following its progress, reading a bounded body) is written here once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Mapping
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar, cast
 
 import anyio
 import attrs
 
+from quickchat_async._config import Timeout
 from quickchat_async._exceptions import ClientClosedError, QuickchatError
 from quickchat_async._models import HTTPResponse
 from quickchat_async._version import __version__
 from quickchat_async._wire import ChatRequest, ErrorTable, classify, deadline_error
 
-from ._base import BaseTransport, scrubbed
-from ._decoding import BoundedDecoder, UndecodableError
+from ._base import BaseTransport, CappedBody, SyncBaseTransport, scrubbed
+from ._decoding import UndecodableError
 
 
 if TYPE_CHECKING:
     import ssl
 
-__all__ = ["Engine", "HttpxFamilyTransport"]
+__all__ = ["Engine", "HttpxFamilyTransport", "SyncHttpxFamilyTransport"]
 
 _ClientT = TypeVar("_ClientT")
 
@@ -68,17 +72,27 @@ class Engine:
         )
 
     @contextlib.contextmanager
-    def errors_mapped(self, *, url: str, may_be_sent: Callable[[], bool]) -> Generator[None]:
+    def errors_mapped(
+        self,
+        *,
+        url: str,
+        may_be_sent: Callable[[], bool],
+        expired: Callable[[], bool] | None = None,
+    ) -> Generator[None]:
         """Translate this library's errors and the attempt's deadline raised in the block.
 
         `may_be_sent()` is asked at failure time: the transport follows the request's progress,
-        which tells a failure before sending (safe to retry) from an ambiguous one.
+        which tells a failure before sending (safe to retry) from an ambiguous one. A timeout
+        of the library's own is the attempt's deadline when `expired()` says it ran out (the
+        blocking transport bounds each phase's timeouts by what is left of it).
         """
         try:
             yield
         except self.module.HTTPError as exc:
+            if expired is not None and isinstance(exc, self.module.TimeoutException) and expired():
+                raise deadline_error(url=url, cause=exc, sent=may_be_sent()) from scrubbed(exc)
             raise self.translate(exc, url=url, may_be_sent=may_be_sent()) from scrubbed(exc)
-        except TimeoutError as exc:  # the per-attempt deadline (anyio.fail_after)
+        except TimeoutError as exc:  # the per-attempt deadline
             raise deadline_error(url=url, cause=exc, sent=may_be_sent()) from scrubbed(exc)
 
 
@@ -131,6 +145,10 @@ class _Once:
         return chunk
 
 
+#: How many URLs and timeouts a transport keeps converted to the library's.
+_CACHED: Final = 64
+
+
 class _Progress:
     """Follows one request through the engine's trace events (httpcore's or httpcore2's).
 
@@ -143,31 +161,38 @@ class _Progress:
     def __init__(self) -> None:
         self.may_be_sent = True
 
-    async def trace(self, event: str, _info: Mapping[str, object]) -> None:
+    def saw(self, event: str, _info: Mapping[str, object]) -> None:
+        """The blocking engine's trace callback."""
         if event.startswith("connection."):
             self.may_be_sent = False  # (re)connecting: nothing of the request is out yet
         elif ".send_request_headers." in event:
             self.may_be_sent = True
 
+    async def trace(self, event: str, info: Mapping[str, object]) -> None:
+        """The async engine's trace callback."""
+        self.saw(event, info)
+
     def __call__(self) -> bool:
         return self.may_be_sent
 
 
-class HttpxFamilyTransport(BaseTransport, Generic[_ClientT]):
-    """A transport on an httpx-family `AsyncClient`; see `Httpx2Transport` and `HttpxTransport`.
+class _HoldsClient(Generic[_ClientT]):
+    """An httpx-family client, owned (created here) or the caller's; the engine it belongs to.
 
     Args:
         client: a caller-owned client (proxies, mTLS, HTTP/2, mocks); the transport never closes
             it unless `close_client` says so. Without one, the transport creates and owns a
             client.
         max_connections: the size of the connection pool of an owned client.
-        close_client: hand `client` over: `aclose()` closes it too.
+        close_client: hand `client` over: closing the transport closes it too.
     """
 
-    __slots__ = ("_client", "_owns_client", "user_agent")
+    __slots__ = ("_client", "_limits", "_owns_client", "_urls", "user_agent")
 
     #: The library this transport sends through.
     engine: ClassVar[Engine]
+    #: The library's client class: "AsyncClient" or "Client".
+    _client_class: ClassVar[str]
 
     def __init__(
         self,
@@ -182,7 +207,7 @@ class HttpxFamilyTransport(BaseTransport, Generic[_ClientT]):
         if client is None:
             client = cast(
                 "_ClientT",
-                engine.module.AsyncClient(
+                getattr(engine.module, self._client_class)(
                     limits=engine.module.Limits(
                         max_connections=max_connections, max_keepalive_connections=max_connections
                     ),
@@ -192,42 +217,82 @@ class HttpxFamilyTransport(BaseTransport, Generic[_ClientT]):
                 ),
             )
         self._client: _ClientT = client
+        #: The library's parsed URL of each URL sent to (a client's requests share one), and
+        #: its Timeout for each of ours (the client's, and the few that slot waits shorten).
+        self._urls: dict[str, Any] = {}
+        self._limits: dict[Timeout, Any] = {}
 
     def __repr__(self) -> str:
         owner = "owned" if self._owns_client else "caller's"
-        return f"<{type(self).__name__} {owner} {self.engine.name}.AsyncClient>"
+        return f"<{type(self).__name__} {owner} {self.engine.name}.{self._client_class}>"
 
     @property
     def client(self) -> _ClientT:
-        """The underlying AsyncClient."""
+        """The underlying client."""
         return self._client
+
+    def _build(self, request: ChatRequest, trace: object) -> Any:  # noqa: ANN401 -- the library's Request
+        """The library's request for `request`: its limits, no redirects, traced.
+
+        Raises:
+            ClientClosedError: the client was closed (the engine would raise a bare RuntimeError).
+        """
+        client = cast("Any", self._client)
+        if client.is_closed:
+            raise ClientClosedError(
+                f"The {self.engine.name}.{self._client_class} this transport sends through is "
+                "closed."
+            )
+        module = self.engine.module
+        url = self._urls.get(request.url)
+        if url is None:  # parsing the URL each time costs a tenth of the library's work
+            url = module.URL(request.url)
+            if len(self._urls) < _CACHED:
+                self._urls[request.url] = url
+        timeout = request.timeout
+        limits = self._limits.get(timeout)
+        if limits is None:
+            limits = module.Timeout(timeout.total, connect=timeout.connect)
+            if len(self._limits) < _CACHED:
+                self._limits[timeout] = limits
+        return client.build_request(
+            "POST",
+            url,
+            content=request.body,
+            headers=request.headers,
+            timeout=limits,
+            extensions={"trace": trace},
+        )
+
+
+class HttpxFamilyTransport(_HoldsClient[_ClientT], BaseTransport):
+    """A transport on an httpx-family `AsyncClient`; see `Httpx2Transport` and `HttpxTransport`.
+
+    Args:
+        client: a caller-owned client (proxies, mTLS, HTTP/2, mocks); the transport never closes
+            it unless `close_client` says so. Without one, the transport creates and owns a
+            client.
+        max_connections: the size of the connection pool of an owned client.
+        close_client: hand `client` over: `aclose()` closes it too.
+    """
+
+    __slots__ = ()
+
+    _client_class = "AsyncClient"
 
     async def send(self, request: ChatRequest, /) -> HTTPResponse:
         """POST the request and read the response, within `request.timeout`.
 
         Raises:
             APIConnectionError: no complete response (`APITimeoutError` for deadlines).
-            ClientClosedError: the AsyncClient was closed.
         """
         engine, client = self.engine, cast("Any", self._client)
-        if client.is_closed:  # the engine would raise a bare RuntimeError
-            raise ClientClosedError(
-                f"The {engine.name}.AsyncClient this transport sends through is closed."
-            )
         progress = _Progress()
-        timeout = request.timeout
         with (
             engine.errors_mapped(url=request.url, may_be_sent=progress),
-            anyio.fail_after(timeout.total),
+            anyio.fail_after(request.timeout.total),
         ):
-            http_request = client.build_request(
-                "POST",
-                request.url,
-                content=request.body,
-                headers=request.headers,
-                timeout=engine.module.Timeout(timeout.total, connect=timeout.connect),
-                extensions={"trace": progress.trace},
-            )
+            http_request = self._build(request, progress.trace)
             http_request.stream = engine.body_type(request.body)
             response = await client.send(http_request, stream=True, follow_redirects=False)
             try:
@@ -244,6 +309,31 @@ class HttpxFamilyTransport(BaseTransport, Generic[_ClientT]):
             await cast("Any", self._client).aclose()
 
 
+def _in_memory(response: Any, limit: int) -> tuple[bytes, bool] | None:  # noqa: ANN401 -- a Response
+    """The body of a response built in memory (a mock's), already decoded; None for a stream."""
+    if not response.is_stream_consumed:
+        return None
+    content = cast("bytes", response.content)
+    return content[:limit], len(content) > limit
+
+
+def _body(response: Any, limit: int, engine: Engine) -> CappedBody:  # noqa: ANN401 -- a Response
+    """Where the raw body is read into, inflated within the limit.
+
+    Raises:
+        DecodingError: the library's, for an encoding the SDK does not decode.
+    """
+    try:
+        return CappedBody(limit, response.headers.get("content-encoding", ""))
+    except UndecodableError as exc:
+        raise _undecodable(engine, response, exc) from None
+
+
+def _undecodable(engine: Engine, response: Any, exc: UndecodableError) -> Exception:  # noqa: ANN401
+    """The library's own DecodingError for a body the SDK cannot decode."""
+    return cast("Exception", engine.module.DecodingError(str(exc), request=response.request))
+
+
 async def _read_capped(
     response: Any,  # noqa: ANN401 -- an httpx or httpx2 Response
     limit: int,
@@ -251,42 +341,33 @@ async def _read_capped(
 ) -> tuple[bytes, bool]:
     """Read at most `limit` bytes of the decoded body; say whether more was left unread.
 
-    A compressed body is read raw and inflated here, never past the limit (`BoundedDecoder`):
-    the engine's own decoder would inflate each chunk whole, however large it grows.
+    A compressed body is read raw and inflated within the limit (`CappedBody`).
     """
     declared: str = response.headers.get("content-length", "")
-    encoding: str = response.headers.get("content-encoding", "")
     if (
         declared.isascii()  # "²".isdigit() is True, and int() refuses it
         and declared.isdigit()
         and int(declared) <= limit
-        and not encoding
+        and not response.headers.get("content-encoding")
     ):
         return cast("bytes", await response.aread()), False
-    if response.is_stream_consumed:  # a response built in memory (a mock): already decoded
-        content = cast("bytes", response.content)
-        return content[:limit], len(content) > limit
-    try:
-        decoder = BoundedDecoder(encoding) if encoding else None
-    except UndecodableError as exc:
-        raise engine.module.DecodingError(str(exc), request=response.request) from None
-    chunks: list[bytes] = []
-    size = 0
+    known = _in_memory(response, limit)
+    if known is not None:
+        return known
+    body = _body(response, limit, engine)
     # aiter_raw() is an async generator: close it when we stop early, not at GC time.
-    body = cast("AsyncGenerator[bytes, None]", response.aiter_raw())
-    async with contextlib.aclosing(body) as stream:
+    chunks = cast("AsyncGenerator[bytes, None]", response.aiter_raw())
+    async with contextlib.aclosing(chunks) as stream:
         async for raw in stream:
             try:
-                chunk = raw if decoder is None else decoder.feed(raw, limit - size + 1)
+                full = body.add(raw)
             except UndecodableError as exc:
                 await _abandon(response, stream, limit, engine.module.HTTPError)
-                raise engine.module.DecodingError(str(exc), request=response.request) from None
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
+                raise _undecodable(engine, response, exc) from None
+            if full:
                 await _abandon(response, stream, limit, engine.module.HTTPError)
-                return b"".join(chunks)[:limit], True
-    return b"".join(chunks), False
+                break
+    return body.content()
 
 
 async def _abandon(
@@ -311,3 +392,120 @@ async def _abandon(
             drained += len(chunk)
             if drained > limit:
                 return
+
+
+# --- the blocking shell ---------------------------------------------------------------------
+
+#: The shortest timeout a phase gets once the deadline has (nearly) run out: a socket timeout
+#: of 0 would make the socket non-blocking, and fail as an error rather than a timeout.
+_LAST_MOMENT: Final = 0.001
+
+
+class _Limits(Mapping[str, float | None]):
+    """An attempt's timeouts as httpcore reads them, bounded by what is left of its deadline.
+
+    httpcore reads `request.extensions["timeout"]` (`connect`, `write`, `read`, `pool`) as each
+    phase of the exchange starts, and a blocking socket has no deadline of its own; so each
+    value is worked out when read: at most what is left of `Timeout.total`. Between the chunks of
+    a body the transport checks `expired()` itself, so a server that drips its reply cannot
+    stretch the attempt past its deadline by more than one wait between two chunks.
+    """
+
+    __slots__ = ("_connect", "_deadline")
+
+    _KEYS: Final = ("connect", "read", "write", "pool")
+
+    def __init__(self, timeout: Timeout) -> None:
+        self._connect = timeout.connect
+        self._deadline = None if timeout.total is None else time.monotonic() + timeout.total
+
+    def __getitem__(self, key: str) -> float | None:
+        if key not in self._KEYS:
+            raise KeyError(key)
+        deadline = self._deadline
+        if deadline is None:
+            return self._connect if key == "connect" else None
+        left = max(deadline - time.monotonic(), _LAST_MOMENT)
+        if key == "connect" and self._connect is not None:
+            return min(self._connect, left)
+        return left
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._KEYS)
+
+    def __len__(self) -> int:
+        return len(self._KEYS)
+
+    def expired(self) -> bool:
+        """Whether the attempt's deadline has run out."""
+        return self._deadline is not None and time.monotonic() >= self._deadline - _LAST_MOMENT
+
+
+class SyncHttpxFamilyTransport(_HoldsClient[_ClientT], SyncBaseTransport):
+    """A blocking transport on an httpx-family `Client`; see `SyncHttpx2Transport`.
+
+    Args:
+        client: a caller-owned client (proxies, mTLS, HTTP/2, mocks); the transport never closes
+            it unless `close_client` says so. Without one, the transport creates and owns a
+            client.
+        max_connections: the size of the connection pool of an owned client.
+        close_client: hand `client` over: `close()` closes it too.
+    """
+
+    __slots__ = ()
+
+    _client_class = "Client"
+
+    def send(self, request: ChatRequest, /) -> HTTPResponse:
+        """POST the request and read the response, within `request.timeout`.
+
+        Raises:
+            APIConnectionError: no complete response (`APITimeoutError` for deadlines).
+        """
+        engine, client = self.engine, cast("Any", self._client)
+        progress = _Progress()
+        limits = _Limits(request.timeout)
+        with engine.errors_mapped(url=request.url, may_be_sent=progress, expired=limits.expired):
+            http_request = self._build(request, progress.saw)
+            http_request.extensions["timeout"] = limits
+            response = client.send(http_request, stream=True, follow_redirects=False)
+            try:
+                content, truncated = _read_within(
+                    response, request.max_response_bytes, limits, engine
+                )
+            finally:
+                response.close()
+        return HTTPResponse(response.status_code, response.headers, content, truncated)
+
+    def close(self) -> None:
+        """Close the client if this transport created it (or was handed it)."""
+        if self._owns_client:
+            cast("Any", self._client).close()
+
+
+def _read_within(
+    response: Any,  # noqa: ANN401 -- an httpx or httpx2 Response
+    limit: int,
+    limits: _Limits,
+    engine: Engine,
+) -> tuple[bytes, bool]:
+    """Read at most `limit` bytes of the decoded body, chunk by chunk, within the deadline.
+
+    A compressed body is read raw and inflated within the limit (`CappedBody`).
+
+    Raises:
+        TimeoutError: the attempt's deadline ran out between two chunks.
+    """
+    known = _in_memory(response, limit)
+    if known is not None:
+        return known
+    body = _body(response, limit, engine)
+    for raw in response.iter_raw():
+        try:
+            if body.add(raw):
+                break  # closing the response, unread, closes its connection
+        except UndecodableError as exc:
+            raise _undecodable(engine, response, exc) from None
+        if limits.expired():
+            raise TimeoutError("the body was still arriving when the deadline ran out")
+    return body.content()

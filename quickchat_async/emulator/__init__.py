@@ -5,6 +5,7 @@ One pure core, two adapters:
 ```
 EmulatorService.handle_chat(headers, body) -> Outcome      the API's rules, record, faults
  ├── EmulatorTransport(service)   httpx2 transport, in process, no socket (asyncio and trio)
+ ├── SyncEmulatorTransport(...)   its blocking twin, for httpx2.Client (threads, gevent)
  └── create_app(service)          Starlette app; serve()/run() put it on uvicorn
 ```
 
@@ -15,7 +16,7 @@ from a small Knowledge Base (`KnowledgeBase`, filtered by `client_metadata.kb_to
 injects faults (`service.faults`, `FaultKind`). It does no I/O: its `Outcome` says what to send
 and how (respond, drop the connection, cut the body, drip it...), and each adapter enacts that.
 
-The core and the in-process transport need only httpx2, attrs and anyio; `create_app`,
+The core and the in-process transports need only httpx2, attrs and anyio; `create_app`,
 `serve`, `aserve` and `run` need the `emulator` extra (Starlette and uvicorn), imported on
 first use.
 
@@ -50,7 +51,7 @@ from ._service import (
     Scenario,
     Stats,
 )
-from ._transport import EmulatorTransport
+from ._transport import EmulatorTransport, SyncEmulatorTransport
 
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ __all__ = [
     "Scenario",
     "ServerHandle",
     "Stats",
+    "SyncEmulatorTransport",
     "aserve",
     "bundled_kb",
     "create_app",

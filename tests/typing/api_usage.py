@@ -28,6 +28,7 @@ from quickchat_async import (
     JSONValue,
     Limiter,
     MemoryStore,
+    Quickchat,
     QuickchatError,
     RateLimiter,
     RateLimitError,
@@ -38,6 +39,8 @@ from quickchat_async import (
     StoreConflictError,
     StoredConversation,
     StoreError,
+    SyncConversation,
+    SyncTransport,
     Timeout,
     Transport,
     Turn,
@@ -47,6 +50,7 @@ from quickchat_async import (
     html_to_text,
 )
 from quickchat_async.emulator import Fault, RecordedMessage, Stats
+from quickchat_async.locust import LocustConversation, QuickchatUser, TurnError
 from quickchat_async.otel import OpenTelemetry
 from quickchat_async.testing import Emulator
 
@@ -245,6 +249,52 @@ async def check_testing() -> None:
         assert_type(http, httpx2.AsyncClient)
     async with Emulator() as served:
         assert_type(served.base_url, str)
+
+
+def check_blocking_client() -> None:
+    with Quickchat(token="...", scenario_id="...", timeout=Timeout(total=10)) as client:
+        assert_type(client, Quickchat)
+        assert_type(client.transport, SyncTransport)
+        assert_type(client.deadline, float | None)
+        assert_type(client.say("Hello!", conv_id=None, timeout=5, deadline=20), Reply)
+        conv = client.conversation(kb_topic="billing", metadata={"userId": 12}, max_history=10)
+        assert_type(conv, SyncConversation)
+        reply = conv.say(
+            "Hi", context="The user is John.", metadata={"page": "home"}, max_retries=0
+        )
+        assert_type(reply, Reply)
+        assert_type(conv.conv_id, str | None)
+        assert_type(conv.history, tuple[Turn, ...])
+        assert_type(conv.unconfirmed, tuple[Turn, ...])
+        conv.kb_topic = "shipping"
+        snapshot = conv.snapshot()
+        assert_type(snapshot, dict[str, JSONValue])
+        assert_type(client.resume(snapshot), SyncConversation)
+        assert_type(client.with_options(deadline=30, default_headers={"X-App": "web"}), Quickchat)
+    with httpx2.Client() as http, Quickchat(api_key="...", http_client=http) as theirs:
+        assert_type(theirs.flavor, Flavor)
+    with Quickchat(transport="gevent", max_connections=8) as on_gevent:
+        assert_type(on_gevent.say("Hello!"), Reply)
+    emulator = Emulator()
+    with emulator.sync_client(flavor="legacy") as test_client:
+        assert_type(test_client, Quickchat)
+    with Emulator() as served:
+        assert_type(served.sync_http_client(), httpx2.Client)
+
+
+class Visitor(QuickchatUser):
+    client_options = {"deadline": 60}  # noqa: RUF012 -- Locust's style of class settings
+
+    def turn(self) -> None:
+        assert_type(self.client, Quickchat)
+        conv = self.conversation(kb_topic="billing")
+        assert_type(conv, LocustConversation)
+        conv.name = "greeting"
+        try:
+            assert_type(conv.say("Hello!", deadline=30), Reply)
+            assert_type(self.say("Hi", name="bare", client_metadata={"kb_topic": "x"}), Reply)
+        except TurnError as failed:
+            assert_type(failed.error, QuickchatError)
 
 
 def check_module() -> None:

@@ -100,6 +100,25 @@ def _env(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
+def _credential(token: Secret, api_key: Secret) -> tuple[Flavor, Secret]:
+    """The flavor and the credential: the arguments', or else the environment's."""
+    where = "both token= and api_key= were given"
+    if token.reveal() is None and api_key.reveal() is None:
+        token = Secret(_env("QUICKCHAT_API_TOKEN"))
+        api_key = Secret(_env("QUICKCHAT_API_KEY"))
+        where = "QUICKCHAT_API_TOKEN and QUICKCHAT_API_KEY are both set"
+    return check_credential(token, api_key, where=where)
+
+
+def _base_url(base_url: object, flavor: Flavor) -> object:
+    """The base URL given, else the environment's, else the flavor's own."""
+    if base_url is None:
+        base_url = _env("QUICKCHAT_BASE_URL")
+    if base_url is None:
+        base_url = CURRENT_BASE_URL if flavor is Flavor.CURRENT else LEGACY_BASE_URL
+    return base_url
+
+
 class CallOptions(TypedDict, total=False):
     """Options of one call (`say()`), each replacing the client's setting for that turn only.
 
@@ -200,21 +219,12 @@ class ClientConfig:
         Raises:
             ValidationError: no credential, both, no scenario_id, or a bad argument.
         """
-        where = "both token= and api_key= were given"
-        if token.reveal() is None and api_key.reveal() is None:
-            token = Secret(_env("QUICKCHAT_API_TOKEN"))
-            api_key = Secret(_env("QUICKCHAT_API_KEY"))
-            where = "QUICKCHAT_API_TOKEN and QUICKCHAT_API_KEY are both set"
-        flavor, secret = check_credential(token, api_key, where=where)
+        flavor, secret = _credential(token, api_key)
         del token, api_key
         scenario = check_scenario_id(
             _env("QUICKCHAT_SCENARIO_ID") if scenario_id is None else scenario_id
         )
-        if base_url is None:
-            base_url = _env("QUICKCHAT_BASE_URL")
-        if base_url is None:
-            base_url = CURRENT_BASE_URL if flavor is Flavor.CURRENT else LEGACY_BASE_URL
-        base = check_base_url(base_url)
+        base = check_base_url(_base_url(base_url, flavor))
         headers = _merged_headers(
             {
                 "Content-Type": "application/json",

@@ -94,57 +94,15 @@ class RedisRateLimiter:
         per_minute: int | None = None,
         key: str = DEFAULT_RATE_KEY,
     ) -> None:
-        try:
-            from limits import (  # noqa: PLC0415 -- the optional dependency
-                RateLimitItemPerMinute,
-                RateLimitItemPerSecond,
-            )
-            from limits.aio.storage import RedisStorage  # noqa: PLC0415
-            from limits.aio.strategies import MovingWindowRateLimiter  # noqa: PLC0415
-            from redis import asyncio as aioredis  # noqa: PLC0415
-        except ImportError as exc:
-            msg = (
-                "RedisRateLimiter needs the limits and redis packages: "
-                "pip install 'quickchat-async[redis]'."
-            )
-            raise ImportError(msg) from exc
-        if (url is None) == (client is None):
-            raise ValidationError(
-                "Pass RedisRateLimiter a url or a client (a redis.asyncio.Redis)."
-            )
         self.per_second = _whole_rate(per_second, name="per_second")
         self.per_minute = _whole_rate(per_minute, name="per_minute")
         if self.per_second is None and self.per_minute is None:
             raise ValidationError("Give RedisRateLimiter per_second=, per_minute= or both.")
         self.key = _text(key, name="key")
-        if url is not None:
-            client = aioredis.Redis.from_url(  # pyright: ignore[reportUnknownMemberType]
-                _text(url, name="url"),
-                socket_timeout=_SOCKET_TIMEOUT,
-                socket_connect_timeout=_CONNECT_TIMEOUT,
-            )
-        elif not isinstance(client, aioredis.Redis):
-            raise ValidationError(
-                f"client must be a redis.asyncio.Redis, not {type(client).__name__}."
-            )
-        assert client is not None  # noqa: S101 -- for the type checkers
-        self._client: Redis = client
+        self._client: Redis = _redis_client(url, client)
         self._owns_client = url is not None
-        # The storage talks through the client's pool; the URL only names the implementation.
-        storage = RedisStorage(
-            "async+redis://",
-            implementation="redispy",
-            wrap_exceptions=True,
-            connection_pool=client.connection_pool,  # type: ignore[arg-type]
-        )
-        self._strategy: Any = MovingWindowRateLimiter(storage)
-        self._items: tuple[Any, ...] = tuple(
-            item
-            for item in (
-                None if self.per_second is None else RateLimitItemPerSecond(self.per_second),
-                None if self.per_minute is None else RateLimitItemPerMinute(self.per_minute),
-            )
-            if item is not None
+        self._strategy, self._items = _moving_windows(
+            self._client, self.per_second, self.per_minute
         )
 
     def __repr__(self) -> str:
@@ -200,3 +158,58 @@ class RedisRateLimiter:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _redis_client(url: str | None, client: Redis | None) -> Redis:
+    """The client to count with: one made from `url`, or the caller's.
+
+    Raises:
+        ImportError: limits or redis is not installed.
+        ValidationError: both or neither given, or not a redis.asyncio.Redis.
+    """
+    try:
+        import limits  # noqa: F401, PLC0415 # pyright: ignore[reportUnusedImport] -- needed later
+        from redis import asyncio as aioredis  # noqa: PLC0415 -- the optional dependency
+    except ImportError as exc:
+        msg = (
+            "RedisRateLimiter needs the limits and redis packages: "
+            "pip install 'quickchat-async[redis]'."
+        )
+        raise ImportError(msg) from exc
+    if (url is None) == (client is None):
+        raise ValidationError("Pass RedisRateLimiter a url or a client (a redis.asyncio.Redis).")
+    if url is not None:
+        return aioredis.Redis.from_url(  # pyright: ignore[reportUnknownMemberType]
+            _text(url, name="url"),
+            socket_timeout=_SOCKET_TIMEOUT,
+            socket_connect_timeout=_CONNECT_TIMEOUT,
+        )
+    if not isinstance(client, aioredis.Redis):
+        raise ValidationError(f"client must be a redis.asyncio.Redis, not {type(client).__name__}.")
+    return client
+
+
+def _moving_windows(
+    client: Redis, per_second: int | None, per_minute: int | None
+) -> tuple[Any, tuple[Any, ...]]:
+    """Limits' moving-window strategy on the client's pool, and the limits it enforces."""
+    from limits import RateLimitItemPerMinute, RateLimitItemPerSecond  # noqa: PLC0415
+    from limits.aio.storage import RedisStorage  # noqa: PLC0415
+    from limits.aio.strategies import MovingWindowRateLimiter  # noqa: PLC0415
+
+    # The storage talks through the client's pool; the URL only names the implementation.
+    storage = RedisStorage(
+        "async+redis://",
+        implementation="redispy",
+        wrap_exceptions=True,
+        connection_pool=client.connection_pool,  # type: ignore[arg-type]
+    )
+    items = tuple(
+        item
+        for item in (
+            None if per_second is None else RateLimitItemPerSecond(per_second),
+            None if per_minute is None else RateLimitItemPerMinute(per_minute),
+        )
+        if item is not None
+    )
+    return MovingWindowRateLimiter(storage), items

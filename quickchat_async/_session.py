@@ -34,7 +34,12 @@ from ._validation import (
 from ._wire import ChatRequest, encode_turn
 
 
-__all__ = ["PreparedTurn", "Session", "TurnScope"]
+__all__ = [
+    "PreparedTurn",
+    "Session",
+    "TurnScope",
+    "settlement",
+]
 
 logger = logging.getLogger("quickchat_async")
 
@@ -112,6 +117,69 @@ class TurnScope:
             self._session.fail(self._turn, exc, may_repeat=self._retries_ambiguous)
         else:
             self._session.abandon(self._turn)
+
+
+def check_sticky_kb_topic(old: str | None, new: str | None) -> None:
+    """The rule of a started conversation: its kb_topic may change, but not appear or vanish.
+
+    Quickchat filters the Knowledge Base only if kb_topic is on every request of a
+    conversation.
+
+    Raises:
+        ValidationError: the topic would appear or vanish.
+    """
+    if new is None and old is not None:
+        raise ValidationError(
+            "kb_topic cannot be removed from a started conversation: Quickchat filters "
+            "the Knowledge Base only if kb_topic is on every request. Change its value, "
+            "or start a new conversation."
+        )
+    if new is not None and old is None:
+        raise ValidationError(
+            "kb_topic cannot be introduced after a conversation has started: Quickchat "
+            "filters the Knowledge Base only if kb_topic is on every request, the first "
+            "included. Start a new conversation with client.conversation(kb_topic=...)."
+        )
+
+
+def client_metadata(
+    conversation: Mapping[str, JSONValue],
+    turn: dict[str, JSONValue] | None,
+    kb_topic: str | None,
+) -> Mapping[str, JSONValue]:
+    """What a turn sends as `client_metadata`: the conversation's, the turn's over it, kb_topic.
+
+    Raises:
+        ValidationError: more than 5 keys in all.
+    """
+    if not turn and not conversation and kb_topic is None:
+        return _NO_METADATA  # most turns: one shared, read-only empty mapping
+    merged = {**conversation, **turn} if turn else dict(conversation)
+    if kb_topic is not None:
+        merged["kb_topic"] = kb_topic
+    check_metadata_size(merged)
+    return merged
+
+
+def settlement(pending: int, last: int, ord_number: int, *, may_repeat: bool) -> TurnStatus | None:
+    """What a reply numbered `ord_number`, after one numbered `last`, proves of pending turns.
+
+    Each turn adds two messages (the user's and the reply), so the difference means
+    (N - L) / 2 - 1 messages were recorded in between. None of them says that no pending turn
+    landed (`NOT_LANDED`). That all of them did (`LANDED`) is proven only when each can have
+    been recorded at most once: a turn retried after a failure with an unknown outcome may have
+    been recorded twice, and its second copy would count as another turn's. Anything else
+    proves nothing (None): the turns stay unconfirmed.
+    """
+    landed, odd = divmod(ord_number - last, 2)
+    landed -= 1
+    if odd:
+        return None
+    if landed == 0:
+        return TurnStatus.NOT_LANDED
+    if landed == pending and not may_repeat:
+        return TurnStatus.LANDED
+    return None
 
 
 class Session:
@@ -208,18 +276,8 @@ class Session:
             ValidationError: a bad topic, or one that would appear or vanish mid-conversation.
         """
         topic = check_kb_topic(value)
-        if self.started() and (topic is None) != (self._kb_topic is None):
-            if topic is None:
-                raise ValidationError(
-                    "kb_topic cannot be removed from a started conversation: Quickchat filters "
-                    "the Knowledge Base only if kb_topic is on every request. Change its value, "
-                    "or start a new conversation."
-                )
-            raise ValidationError(
-                "kb_topic cannot be introduced after a conversation has started: Quickchat "
-                "filters the Knowledge Base only if kb_topic is on every request, the first "
-                "included. Start a new conversation with client.conversation(kb_topic=...)."
-            )
+        if self.started():
+            check_sticky_kb_topic(self._kb_topic, topic)
         if topic is not None:
             check_metadata_size(
                 {**self._metadata, "kb_topic": topic}, name="metadata plus kb_topic"
@@ -246,7 +304,11 @@ class Session:
                 "accept that, or start a new conversation."
             )
         turn = PreparedTurn(
-            text, self.conv_id, self._client_metadata(turn_metadata), context, _now()
+            text,
+            self.conv_id,
+            client_metadata(self._metadata, turn_metadata, self._kb_topic),
+            context,
+            _now(),
         )
         self._current = turn
         return turn
@@ -349,36 +411,15 @@ class Session:
             error=error,
         )
 
-    def _client_metadata(
-        self, turn_metadata: dict[str, JSONValue] | None
-    ) -> Mapping[str, JSONValue]:
-        """The conversation's metadata, the turn's over it, then kb_topic; at most 5 keys."""
-        if not turn_metadata and not self._metadata and self._kb_topic is None:
-            return _NO_METADATA  # most turns: one shared, read-only empty mapping
-        merged = {**self._metadata, **turn_metadata} if turn_metadata else dict(self._metadata)
-        if self._kb_topic is not None:
-            merged["kb_topic"] = self._kb_topic
-        check_metadata_size(merged)
-        return merged
-
     def _settle(self, ord_number: int | None, *, may_repeat: bool) -> None:
-        """Use a reply's ord_number to tell whether the pending turns' messages landed.
-
-        Each turn adds two messages (the user's and the reply), so a reply numbered N after one
-        numbered L means (N - L) / 2 - 1 messages were recorded in between. None says that no
-        pending turn landed. That all of them did is proven only when each can have been
-        recorded at most once: a turn retried after a failure with an unknown outcome (this
-        one, or a pending one) may have been recorded twice, and its second copy would count
-        as another turn's. When the count proves nothing, the turns stay unconfirmed.
-        """
+        """Use a reply's ord_number to settle the pending turns (see `settlement`)."""
         pending, last = self._pending, self.last_ord
         repeated = may_repeat or self.pending_may_repeat
         self._pending, self.last_ord, self.pending_may_repeat = (), ord_number, False
         if not pending or ord_number is None or last is None:
             return
-        landed, odd = divmod(ord_number - last, 2)
-        landed -= 1
-        if odd or not (landed == 0 or (landed == len(pending) and not repeated)):
+        status = settlement(len(pending), last, ord_number, may_repeat=repeated)
+        if status is None:
             logger.info(
                 "Could not tell which of %d unconfirmed messages of conversation %s landed "
                 "(ord_number %d after %d%s)",
@@ -389,7 +430,6 @@ class Session:
                 ", a message may have been recorded twice" if repeated else "",
             )
             return
-        status = TurnStatus.LANDED if landed else TurnStatus.NOT_LANDED
         logger.info(
             "%d unconfirmed message(s) of conversation %s: %s",
             len(pending),

@@ -29,12 +29,11 @@ from quickchat_async._models import Reply, Turn
 from quickchat_async._sender import AsyncSender
 from quickchat_async._types import NOT_GIVEN, JSONValue
 from quickchat_async._validation import (
-    check_context,
     check_count,
     check_kb_topic,
     check_metadata,
     check_seconds,
-    check_text,
+    check_turn,
     check_user_key,
 )
 from quickchat_async._wire import BACKOFF
@@ -301,11 +300,8 @@ class StoredConversation:
             APIConnectionError: no usable response (see `outcome_unknown`).
             UnexpectedResponseError: a 2xx that is not the documented JSON.
         """
-        check_text(text)
-        check_context(context)
-        if metadata is not None:
-            check_metadata(metadata)
-        self._client.config.call(options)  # bad options fail before the lock is taken
+        check_turn(text, context, metadata)  # bad input fails before the lock is taken
+        self._client.config.call(options)
         store, user_key = self._store, self._user_key
         async with store.lock(user_key, ttl=self._lock_ttl, timeout=self._lock_timeout):
             record = await store.load(user_key)

@@ -90,65 +90,66 @@ def _finish(report: LoadReport, *, as_json: bool) -> None:
         raise typer.Exit(EXIT_ERROR)
 
 
+#: The options of `load`, one alias each, so that the command reads as a list of them.
+Conversations = Annotated[
+    int, typer.Option("--conversations", "-n", min=1, max=MAX_CONVERSATIONS, help="Conversations.")
+]
+Turns = Annotated[
+    int, typer.Option("--turns", "-m", min=1, max=MAX_TURNS, help="Turns per conversation.")
+]
+Concurrency = Annotated[
+    int, typer.Option("--concurrency", "-c", min=1, help="Conversations at once.")
+]
+Rate = Annotated[float | None, typer.Option(min=0.001, help="At most this many requests a second.")]
+RatePerMinute = Annotated[
+    float | None, typer.Option(min=0.001, help="At most this many requests a minute.")
+]
+RedisUrl = Annotated[
+    str | None,
+    typer.Option(
+        envvar="QUICKCHAT_RATE_REDIS_URL",
+        help="Count --rate and --rate-per-minute in this Redis, shared with every process "
+        "using the same --rate-key (whole numbers; asyncio).",
+    ),
+]
+RateKey = Annotated[str, typer.Option(help="The Redis key the rates are counted under.")]
+Transport = Annotated[TransportChoice, typer.Option(help="HTTP engine (aiohttp: asyncio only).")]
+Backend = Annotated[BackendChoice, typer.Option(help="Event loop.")]
+BaseUrl = Annotated[
+    str | None, typer.Option(help="Load this endpoint instead of the emulator on loopback.")
+]
+ScenarioId = Annotated[
+    str | None, typer.Option(envvar="QUICKCHAT_SCENARIO_ID", help="With --base-url.")
+]
+Seconds = Annotated[float, typer.Option(min=0.001, help="Seconds per attempt.")]
+MaxDuration = Annotated[
+    float, typer.Option(min=0.001, max=3600, help="Stop the run after this many seconds.")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+
+
 def load(  # noqa: PLR0917 -- typer passes one parameter per option
-    conversations: Annotated[
-        int,
-        typer.Option("--conversations", "-n", min=1, max=MAX_CONVERSATIONS, help="Conversations."),
-    ] = 100,
-    turns: Annotated[
-        int, typer.Option("--turns", "-m", min=1, max=MAX_TURNS, help="Turns per conversation.")
-    ] = 3,
-    concurrency: Annotated[
-        int, typer.Option("--concurrency", "-c", min=1, help="Conversations at once.")
-    ] = 32,
-    rate: Annotated[
-        float | None, typer.Option(min=0.001, help="At most this many requests a second.")
-    ] = None,
-    rate_per_minute: Annotated[
-        float | None, typer.Option(min=0.001, help="At most this many requests a minute.")
-    ] = None,
-    redis_url: Annotated[
-        str | None,
-        typer.Option(
-            envvar="QUICKCHAT_RATE_REDIS_URL",
-            help="Count --rate and --rate-per-minute in this Redis, shared with every process "
-            "using the same --rate-key (whole numbers; asyncio).",
-        ),
-    ] = None,
-    rate_key: Annotated[
-        str, typer.Option(help="The Redis key the rates are counted under.")
-    ] = "quickchat-async:rate",
-    transport: Annotated[
-        TransportChoice, typer.Option(help="HTTP engine (aiohttp: asyncio only).")
-    ] = TransportChoice.HTTPX2,
-    backend: Annotated[BackendChoice, typer.Option(help="Event loop.")] = BackendChoice.ASYNCIO,
-    base_url: Annotated[
-        str | None, typer.Option(help="Load this endpoint instead of the emulator on loopback.")
-    ] = None,
-    scenario_id: Annotated[
-        str | None, typer.Option(envvar="QUICKCHAT_SCENARIO_ID", help="With --base-url.")
-    ] = None,
-    timeout: Annotated[float, typer.Option(min=0.001, help="Seconds per attempt.")] = 30.0,
-    max_duration: Annotated[
-        float, typer.Option(min=0.001, max=3600, help="Stop the run after this many seconds.")
-    ] = 300.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    conversations: Conversations = 100,
+    turns: Turns = 3,
+    concurrency: Concurrency = 32,
+    rate: Rate = None,
+    rate_per_minute: RatePerMinute = None,
+    redis_url: RedisUrl = None,
+    rate_key: RateKey = "quickchat-async:rate",
+    transport: Transport = TransportChoice.HTTPX2,
+    backend: Backend = BackendChoice.ASYNCIO,
+    base_url: BaseUrl = None,
+    scenario_id: ScenarioId = None,
+    timeout: Seconds = 30.0,
+    max_duration: MaxDuration = 300.0,
+    as_json: AsJson = False,
 ) -> None:
     """Send N conversations x M turns and report turns/s, latency and errors.
 
     Without --base-url, the emulator is served on 127.0.0.1 for the run. With one, the token
     comes from QUICKCHAT_API_TOKEN.
     """
-    if transport is TransportChoice.AIOHTTP and backend is BackendChoice.TRIO:
-        raise typer.BadParameter("aiohttp runs on asyncio only.", param_hint="--transport")
-    if redis_url is not None and backend is BackendChoice.TRIO:
-        raise typer.BadParameter(
-            "the Redis limiter runs on asyncio only.", param_hint="--redis-url"
-        )
-    if redis_url is not None and rate is None and rate_per_minute is None:
-        raise typer.BadParameter(
-            "give --rate or --rate-per-minute to count.", param_hint="--redis-url"
-        )
+    _check_together(transport, backend, redis_url, counted=rate or rate_per_minute)
     with guard():
         plan = LoadPlan(
             conversations=conversations,
@@ -167,3 +168,19 @@ def load(  # noqa: PLR0917 -- typer passes one parameter per option
         )
         report = _run(plan, backend, as_json=as_json)
     _finish(report, as_json=as_json)
+
+
+def _check_together(
+    transport: TransportChoice, backend: BackendChoice, redis_url: str | None, *, counted: object
+) -> None:
+    """Refuse options that cannot go together, as typer refuses a bad one."""
+    if transport is TransportChoice.AIOHTTP and backend is BackendChoice.TRIO:
+        raise typer.BadParameter("aiohttp runs on asyncio only.", param_hint="--transport")
+    if redis_url is not None and backend is BackendChoice.TRIO:
+        raise typer.BadParameter(
+            "the Redis limiter runs on asyncio only.", param_hint="--redis-url"
+        )
+    if redis_url is not None and counted is None:
+        raise typer.BadParameter(
+            "give --rate or --rate-per-minute to count.", param_hint="--redis-url"
+        )

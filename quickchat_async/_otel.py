@@ -33,7 +33,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from ._config import ClientConfig
 from ._exceptions import APIStatusError, QuickchatError, RateLimitError, ServiceUnavailableError
 from ._models import Reply
-from ._telemetry import TurnTrace
+from ._telemetry import NO_TELEMETRY, TurnTrace
 from ._version import __version__
 from ._wire import ChatRequest
 
@@ -110,18 +110,47 @@ def _global_histogram() -> Histogram:
     return _histogram(None)
 
 
+#: How often a client asks whether an OpenTelemetry SDK has been set up since it was made.
+_LOOK_EVERY: Final = 1.0
+
+
 class _Setup:
     """What every turn of one `OpenTelemetry` reports with."""
 
-    __slots__ = ("histogram", "record_content", "span_name", "tracer")
+    __slots__ = ("_next_look", "histogram", "live", "record_content", "span_name", "tracer")
 
     def __init__(
-        self, tracer: Tracer, histogram: Histogram, span_name: str, *, record_content: bool
+        self,
+        tracer: Tracer,
+        histogram: Histogram,
+        span_name: str,
+        *,
+        record_content: bool,
+        live: bool,
     ) -> None:
         self.tracer = tracer
         self.histogram = histogram
         self.span_name = span_name
         self.record_content = record_content
+        #: Whether turns are reported: providers of the caller's, or a global tracer provider
+        #: set (an SDK configured), when the client was made or since.
+        self.live = live
+        self._next_look = 0.0
+
+    def is_live(self) -> bool:
+        """Whether to report this turn: until an SDK is set up, nothing would record it.
+
+        Reporting to the API's no-op providers cost 2.5 µs a turn (the span, its attributes,
+        the histogram), 2 to 3% of a turn on aiohttp, and asking the API whether an SDK is set
+        costs 2 µs (it reads the environment): until then, it is asked once a second.
+        """
+        if self.live:
+            return True
+        now = time.monotonic()
+        if now >= self._next_look:
+            self._next_look = now + _LOOK_EVERY
+            self.live = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+        return self.live
 
 
 class OpenTelemetry:
@@ -161,6 +190,7 @@ class OpenTelemetry:
             histogram,
             f"{_OPERATION} {agent_name}" if agent_name else _OPERATION,
             record_content=self.record_content,
+            live=tracer_provider is not None or meter_provider is not None,
         )
         self._attributes: dict[tuple[str, str], dict[str, AttributeValue]] = {}
 
@@ -185,7 +215,9 @@ class OpenTelemetry:
         return attributes
 
     def turn(self, config: ClientConfig, request: ChatRequest, conv_id: str | None) -> TurnTrace:
-        """Open the span of one turn."""
+        """Open the span of one turn (none while no OpenTelemetry SDK is set up)."""
+        if not self._setup.is_live():
+            return NO_TELEMETRY.turn(config, request, conv_id)
         return _Trace(self._setup, self._base(config), request, conv_id)
 
 

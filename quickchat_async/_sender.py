@@ -338,6 +338,7 @@ class AsyncSender(SenderBase[Transport, _Connections], anyio.abc.AsyncResource):
         with attempts.attempt(num, trace):
             if self._rate_limiter is not None:
                 await self._rate_limiter.acquire()
+                self._check_open()  # closed while the attempt waited for the rate
             request = attempts.within_deadline(request)
             return self._decode(await self._send(request, attempts, pool), conv_id, num, attempts)
 
@@ -349,7 +350,6 @@ class AsyncSender(SenderBase[Transport, _Connections], anyio.abc.AsyncResource):
         except anyio.WouldBlock:
             request = await self._wait_for_slot(request, slots)
         try:
-            self._check_open()  # closed while the attempt waited (the rate, a slot)
             with attempts.in_transport():
                 return await pool.transport.send(request)
         finally:
@@ -361,7 +361,8 @@ class AsyncSender(SenderBase[Transport, _Connections], anyio.abc.AsyncResource):
         with anyio.move_on_after(request.timeout.total):
             await slots.acquire()
             shortened = after_slot_wait(request, anyio.current_time() - start)
-            if shortened is not None:
+            if shortened is not None and not self.is_closed:  # closed while it waited
                 return shortened
             slots.release()
+            self._check_open()
         raise self._slot_timeout(request)

@@ -227,7 +227,6 @@ class SyncSender(SenderBase[SyncTransport, Pool[SyncTransport, threading.Semapho
         if not slots.acquire(blocking=False):
             request = self._wait_for_slot(request)
         try:
-            self._check_open()  # closed while the attempt waited for a slot
             with attempts.in_transport():
                 return self._pool.transport.send(request)
         finally:
@@ -239,7 +238,8 @@ class SyncSender(SenderBase[SyncTransport, Pool[SyncTransport, threading.Semapho
         start = time.monotonic()
         if slots.acquire(timeout=request.timeout.total):
             shortened = after_slot_wait(request, time.monotonic() - start)
-            if shortened is not None:
+            if shortened is not None and not self.is_closed:  # closed while it waited
                 return shortened
             slots.release()
+            self._check_open()
         raise self._slot_timeout(request)

@@ -43,6 +43,7 @@ from ._logs import configure_from_env as _configure_logging
 from ._models import HTTPResponse, Reply, Turn, TurnStatus, html_to_text
 from ._ratelimit import Limiter, RateLimiter
 from ._redis_limiter import RedisRateLimiter
+from ._sender import AsyncSender
 from ._stores import (
     ConversationStore,
     MemoryStore,
@@ -53,6 +54,7 @@ from ._stores import (
 )
 from ._sync_client import Quickchat
 from ._sync_conversation import SyncConversation
+from ._sync_sender import SyncSender
 from ._transports import (
     AiohttpTransport,
     BaseTransport,
@@ -77,6 +79,7 @@ __all__ = [
     "APITimeoutError",
     "AiohttpTransport",
     "AsyncQuickchat",
+    "AsyncSender",
     "AuthenticationError",
     "BadRequestError",
     "BaseTransport",
@@ -121,6 +124,7 @@ __all__ = [
     "SyncConversation",
     "SyncHttpx2Transport",
     "SyncHttpxTransport",
+    "SyncSender",
     "SyncTransport",
     "Timeout",
     "Transport",

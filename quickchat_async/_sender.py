@@ -114,7 +114,8 @@ class _Connections:
 class AsyncSender(SenderBase[Transport, _Connections], anyio.abc.AsyncResource):
     """The part of `AsyncQuickchat` that holds its settings and connections, and sends.
 
-    It is documented, with its arguments, as `AsyncQuickchat`.
+    Its base class, and what a `Conversation`'s `client` is typed as (at run time, the
+    `AsyncQuickchat` that made it). It is documented, with its arguments, as `AsyncQuickchat`.
     """
 
     __slots__ = ("_rate_limiter",)

@@ -39,7 +39,8 @@ __all__ = ["SyncSender"]
 class SyncSender(SenderBase[SyncTransport, Pool[SyncTransport, threading.Semaphore]]):
     """The part of `Quickchat` that holds its settings and connections, and sends.
 
-    It is documented, with its arguments, as `Quickchat`.
+    Its base class, and what a `SyncConversation`'s `client` is typed as (at run time, the
+    `Quickchat` that made it). It is documented, with its arguments, as `Quickchat`.
     """
 
     __slots__ = ()

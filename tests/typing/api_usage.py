@@ -20,6 +20,7 @@ from quickchat_async import (
     APIStatusError,
     APITimeoutError,
     AsyncQuickchat,
+    AsyncSender,
     Conversation,
     EventLoopError,
     Flavor,
@@ -164,6 +165,7 @@ async def check_conversations(opened: AsyncQuickchat) -> None:
     assert_type(conv.kb_topic, str | None)
     assert_type(conv.metadata, Mapping[str, JSONValue])
     # conv.client is the sending half of the AsyncQuickchat that made it: what it sends with.
+    assert_type(conv.client, AsyncSender)
     assert_type(await conv.client.say("Hello!"), Reply)
     assert_type(conv.client.scenario_id, str)
     assert_type(conv.client.is_closed, bool)

@@ -20,6 +20,7 @@ first, as asyncio's documentation asks; without it, what the loop held is forgot
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import logging
@@ -29,6 +30,7 @@ from typing import Final, Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
+import sniffio
 
 from ._exceptions import EventLoopError
 
@@ -44,11 +46,21 @@ _CLOSE_DEADLINE: Final = 10.0
 
 
 def current_loop() -> object:
-    """The running event loop: the asyncio loop, or the trio run's token (0.9 µs a call).
+    """The running event loop: the asyncio loop, or the trio run's token.
+
+    Trio (guest mode included) and trio-asyncio name themselves to sniffio while they run;
+    when nothing is named, asyncio's running loop is asked directly. That saves 11k of a
+    conversation turn's 128k instructions over anyio's `current_token()` (callgrind, no
+    network; 2% of a whole request on aiohttp).
 
     Raises:
         anyio.NoEventLoopError: no event loop runs in this thread.
     """
+    if sniffio.thread_local.name is None and sniffio.current_async_library_cvar.get() is None:
+        try:  # not contextlib.suppress: its `with` block would cost more than the call
+            return asyncio.get_running_loop()
+        except RuntimeError:  # none running: anyio raises its error below
+            pass
     return anyio.lowlevel.current_token().native_token
 
 

@@ -13,12 +13,11 @@ from typing import TYPE_CHECKING, Literal, Unpack
 
 import anyio
 import anyio.abc
-from anyio.lowlevel import current_token
 
 from ._attempts import Attempts, after_slot_wait
 from ._config import DEFAULT_MAX_RESPONSE_BYTES, Call, CallOptions, ClientConfig, Timeout
 from ._exceptions import EventLoopError, QuickchatError
-from ._loops import Bound, PerLoop
+from ._loops import Bound, PerLoop, current_loop
 from ._models import HTTPResponse, Reply
 from ._ratelimit import Limiter, check_limiter
 from ._sender_base import SenderBase
@@ -278,8 +277,8 @@ class AsyncSender(SenderBase[Transport, _Connections], anyio.abc.AsyncResource):
                 when an attempt or the whole turn ran out of time.
             UnexpectedResponseError: a 2xx that is not the documented JSON.
         """
-        # The one event loop check of a turn (0.9 µs): each loop has connections of its own.
-        loop = current_token().native_token
+        # The one event loop check of a turn: each loop has connections of its own.
+        loop = current_loop()
         bound = self._pool.pools.last
         if bound is None or bound.loop is not loop:
             bound = await self._enter(loop)

@@ -5,12 +5,15 @@ Each case runs in a fresh interpreter, since the switch is read once, when the S
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from quickchat_async._logs import HeaderBlockFilter, configure_from_env
 
 from ._wire import API_KEY, TOKEN
 
@@ -120,3 +123,37 @@ class TestTheSwitch:
         """A value other than info or debug leaves logging alone."""
         _, err = run("verbose")
         assert err == ""
+
+
+class TestTheSwitchInProcess:
+    """`configure_from_env()` itself, as the import runs it: once or twice, one handler."""
+
+    @pytest.fixture(autouse=True)
+    def _restore(self):
+        names = ("quickchat_async", "hpack", "h2")
+        saved = {
+            name: (logging.getLogger(name).level, logging.getLogger(name).handlers[:])
+            for name in names
+        }
+        yield
+        for name, (level, handlers) in saved.items():
+            logging.getLogger(name).setLevel(level)
+            logging.getLogger(name).handlers[:] = handlers
+
+    def test_debug_adds_one_guarded_stderr_handler(self, monkeypatch: pytest.MonkeyPatch):
+        monkeypatch.setenv("QUICKCHAT_LOG", " DEBUG ")
+        logging.getLogger("h2").setLevel(logging.DEBUG)
+        configure_from_env()
+        configure_from_env()  # a re-import adds no second handler
+        logger = logging.getLogger("quickchat_async")
+        added = [h for h in logger.handlers if type(h).__name__ == "_SwitchHandler"]
+        assert len(added) == 1
+        assert logger.level == logging.DEBUG
+        assert any(isinstance(f, HeaderBlockFilter) for f in added[0].filters)
+        assert logging.getLogger("h2").level == logging.INFO
+
+    def test_an_unknown_value_changes_nothing(self, monkeypatch: pytest.MonkeyPatch):
+        monkeypatch.setenv("QUICKCHAT_LOG", "verbose")
+        before = logging.getLogger("quickchat_async").handlers[:]
+        configure_from_env()
+        assert logging.getLogger("quickchat_async").handlers == before

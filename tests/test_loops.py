@@ -27,6 +27,7 @@ from quickchat_async import (
     Httpx2Transport,
     RateLimiter,
 )
+from quickchat_async._loops import current_loop
 from quickchat_async.testing import Emulator
 
 from .conftest import SCENARIO, SCENARIO_ID, TOKEN, FakeChat
@@ -367,3 +368,53 @@ class TestALoopPerTestOnAiohttp(TestALoopPerTest):
         cls, request: pytest.FixtureRequest
     ) -> Iterator[tuple[AsyncQuickchat, list[object]]]:
         yield from shared_client(request)
+
+
+class TestWhichLoopRuns:
+    """`current_loop()` names the running loop as anyio's token does, on every kind of run."""
+
+    def test_asyncio_is_its_running_loop(self) -> None:
+        async def main() -> tuple[object, object]:
+            return current_loop(), anyio.lowlevel.current_token().native_token
+
+        found, anyio_says = asyncio.run(main())
+        assert found is anyio_says
+        assert isinstance(found, asyncio.AbstractEventLoop)
+
+    def test_trio_is_its_run_token(self) -> None:
+        async def main() -> tuple[object, object]:
+            return current_loop(), anyio.lowlevel.current_token().native_token
+
+        found, anyio_says = trio.run(main)
+        assert found is anyio_says
+        assert isinstance(found, trio.lowlevel.TrioToken)
+
+    def test_trio_in_guest_mode_is_trio_not_its_asyncio_host(self) -> None:
+        seen: list[object] = []
+
+        async def in_trio() -> None:
+            seen.append(current_loop())
+            await trio.lowlevel.checkpoint()
+            seen.append(current_loop())
+
+        async def host() -> object:
+            loop = asyncio.get_running_loop()
+            done = loop.create_future()
+            trio.lowlevel.start_guest_run(
+                in_trio,
+                run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+                done_callback=done.set_result,
+                host_uses_signal_set_wakeup_fd=True,
+            )
+            (await done).unwrap()
+            return loop
+
+        host_loop = asyncio.run(host())
+        assert len(seen) == 2
+        assert all(isinstance(token, trio.lowlevel.TrioToken) for token in seen)
+        assert seen[0] is seen[1]
+        assert host_loop not in seen
+
+    def test_outside_any_loop_it_says_so(self) -> None:
+        with pytest.raises(anyio.NoEventLoopError):
+            current_loop()

@@ -7,7 +7,10 @@ record may hold a credential (`_secrets_canary`).
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +33,28 @@ def assert_no_secret(text: str, where: str) -> None:
     """Neither canary credential appears in `text`."""
     for secret in SECRETS:
         assert secret not in text, f"a credential leaked into {where}"
+
+
+def gevent_python(*args: str) -> list[str]:
+    """The command that runs this interpreter with `args` in a process of its own under gevent.
+
+    When the tests run under `coverage run` (`nox -s tests`), the process is measured too, with
+    gevent's greenlets followed, and writes its data beside the suite's for `coverage combine`:
+    the Locust user and the gevent transport run only in such processes.
+    """
+    if os.environ.get("COVERAGE_RUN") != "true":
+        return [sys.executable, *args]
+    rcfile = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    return [
+        sys.executable,
+        "-m",
+        "coverage",
+        "run",
+        "--parallel-mode",
+        "--concurrency=gevent",
+        f"--rcfile={rcfile}",
+        *args,
+    ]
 
 
 def new_emulator(**options: object) -> Emulator:

@@ -10,7 +10,6 @@ import importlib.util
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 from quickchat_async.testing import Emulator
 
 from .cases import CASES, Outcome, check
-from .conftest import SCENARIO, TOKEN, assert_no_secret
+from .conftest import SCENARIO, TOKEN, assert_no_secret, gevent_python
 
 
 if importlib.util.find_spec("geventhttpclient") is None:  # only the subprocess imports gevent
@@ -47,7 +46,7 @@ def run_under_gevent(emulator: Emulator, mode: str, transport: str) -> Any:
     }
     env.pop("QUICKCHAT_API_KEY", None)
     done = subprocess.run(  # noqa: S603 -- this interpreter, our own module
-        [sys.executable, "-m", "tests.sync.gevent_run", mode, transport],
+        gevent_python("-m", "tests.sync.gevent_run", mode, transport),
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -13,7 +13,6 @@ import importlib.util
 import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 
 from quickchat_async.testing import Emulator
 
-from .conftest import SCENARIO, TOKEN
+from .conftest import SCENARIO, TOKEN, gevent_python
 
 
 if importlib.util.find_spec("locust") is None:  # never imported here: it monkey-patches
@@ -86,7 +85,7 @@ def start(
     with log.open("wb") as output:
         processes.append(
             subprocess.Popen(  # noqa: S603 -- locust, from this interpreter
-                [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *args],
+                gevent_python("-m", "locust", "-f", str(LOCUSTFILE), *args),
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,

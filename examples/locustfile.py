@@ -7,9 +7,9 @@ request in Locust's statistics, named by its kb_topic.
 
 Against the emulator that comes with the SDK (no account), in two terminals::
 
-    quickchat-async emulator                      # serves http://127.0.0.1:8000
+    quickchat-async emulator                      # serves http://127.0.0.1:8765
     QUICKCHAT_API_TOKEN=demo-token QUICKCHAT_SCENARIO_ID=demo \\
-        locust -f examples/locustfile.py --host http://127.0.0.1:8000
+        locust -f examples/locustfile.py --host http://127.0.0.1:8765
 
 Against your AI Agent (mind your plan's request rate: see docs/fanout.md)::
 

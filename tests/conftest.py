@@ -16,6 +16,7 @@ Both serve the test scenario: `SCENARIO_ID`, with `TOKEN` (current flavor) and `
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import threading
@@ -37,7 +38,7 @@ from quickchat_async import (
     Transport,
     __version__,
 )
-from quickchat_async.emulator import DEMO_SCENARIO, Scenario
+from quickchat_async.emulator import DEMO_SCENARIO, Fault, Scenario
 from quickchat_async.testing import Emulator
 
 
@@ -311,6 +312,41 @@ class CountingTransport(BaseTransport):
 
 
 # --- errors formatted as tools show them -------------------------------------------------------
+
+#: One fault of each family: an error status, a dropped connection, a bad body, too big a body.
+FAULT_FAMILIES = (
+    Fault("html_502"),
+    Fault("drop_after"),
+    Fault("not_json"),
+    Fault("huge_body", size=64 * 1024),
+)
+
+
+def with_locals(exc: BaseException) -> str:
+    """`exc` and its chain with every frame's locals, as the standard library formats them."""
+    return "".join(traceback.TracebackException.from_exception(exc, capture_locals=True).format())
+
+
+def rich_rendering(exc: BaseException) -> str:
+    """`exc` as rich prints it with `show_locals=True` (its pretty printer walks attrs fields)."""
+    from rich.console import Console  # noqa: PLC0415 -- rich comes with the [cli] extra
+    from rich.traceback import Traceback  # noqa: PLC0415
+
+    out = io.StringIO()
+    console = Console(file=out, width=200, color_system=None)
+    console.print(
+        Traceback.from_exception(
+            type(exc), exc, exc.__traceback__, show_locals=True, locals_max_string=10_000
+        )
+    )
+    return out.getvalue()
+
+
+def every_view(value: object) -> str:
+    """What a user or a tool may print of a value: str, repr, rich's pretty form."""
+    from rich.pretty import pretty_repr  # noqa: PLC0415 -- rich comes with the [cli] extra
+
+    return "\n".join([str(value), repr(value), pretty_repr(value, max_string=None)])
 
 
 def library_frames_with_locals(exc: BaseException) -> str:

@@ -8,10 +8,8 @@ would send a credential in clear text or carry one themselves.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import traceback
 
 import pytest
 from hypothesis import given
@@ -21,6 +19,7 @@ from quickchat_async import AsyncQuickchat, QuickchatError, ValidationError
 from quickchat_async._wire import encode_turn
 from quickchat_async.emulator import Fault
 from quickchat_async.testing import Emulator
+from tests.conftest import FAULT_FAMILIES, every_view, rich_rendering, with_locals
 
 from .rule import API_KEY, SECRETS, TALLY, TOKEN, assert_no_secret, check_log_records
 from .strategies import bounded
@@ -28,34 +27,7 @@ from .strategies import bounded
 
 pytestmark = pytest.mark.anyio
 
-rich_console = pytest.importorskip("rich.console")
 rich_pretty = pytest.importorskip("rich.pretty")
-rich_traceback = pytest.importorskip("rich.traceback")
-
-#: One fault of each family: an error status, a dropped connection, a bad body, too big a body.
-FAULTS = (
-    Fault("html_502"),
-    Fault("drop_after"),
-    Fault("not_json"),
-    Fault("huge_body", size=64 * 1024),
-)
-
-
-def rich_rendering(exc: BaseException) -> str:
-    """`exc` as rich prints it with `show_locals=True` (its pretty printer walks attrs fields)."""
-    out = io.StringIO()
-    console = rich_console.Console(file=out, width=200, color_system=None)
-    console.print(
-        rich_traceback.Traceback.from_exception(
-            type(exc), exc, exc.__traceback__, show_locals=True, locals_max_string=10_000
-        )
-    )
-    return out.getvalue()
-
-
-def every_view(value: object) -> str:
-    """What a user or a tool may print of a value: str, repr, rich's pretty form."""
-    return "\n".join([str(value), repr(value), rich_pretty.pretty_repr(value, max_string=None)])
 
 
 class TestWhatTheSDKHandsOut:
@@ -95,14 +67,12 @@ class TestWhatTheSDKHandsOut:
         async with emulator.client(flavor=flavor, max_response_bytes=16 * 1024) as client:
             conv = client.conversation()
             await conv.say("Hello")
-            for fault in FAULTS:
+            for fault in FAULT_FAMILIES:
                 emulator.faults.script([fault])
                 with pytest.raises(QuickchatError) as info:
                     await conv.say(f"through {fault.kind.value}")
                 exc = info.value
-                standard = "".join(
-                    traceback.TracebackException.from_exception(exc, capture_locals=True).format()
-                )
+                standard = with_locals(exc)
                 for text in (str(exc), repr(exc), standard, rich_rendering(exc)):
                     assert_no_secret(text, f"the {fault.kind.value} error")
                 TALLY["errors checked"] += 1
@@ -111,9 +81,7 @@ class TestWhatTheSDKHandsOut:
         """A client that refuses its arguments shows no credential in its traceback's locals."""
         with pytest.raises(ValidationError) as info:
             AsyncQuickchat(token=TOKEN, scenario_id="s", base_url="http://example.com")
-        standard = "".join(
-            traceback.TracebackException.from_exception(info.value, capture_locals=True).format()
-        )
+        standard = with_locals(info.value)
         # The test's own frame passed the token in; the SDK's frames must not hold it.
         sdk_part = standard[standard.index("quickchat_async") :]
         assert_no_secret(sdk_part, "the constructor's traceback")

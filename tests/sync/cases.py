@@ -8,7 +8,6 @@ the message may have landed, how many requests the server saw and how many turns
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +24,7 @@ from quickchat_async import (
     ServiceUnavailableError,
     UnexpectedResponseError,
 )
+from tests.conftest import with_locals
 
 
 @attrs.frozen
@@ -109,9 +109,7 @@ def play(case: Case, make_client: Callable[..., Quickchat]) -> Outcome:
             client.say(f"through {case.name}")
         except QuickchatError as exc:
             elapsed = time.monotonic() - start
-            formatted = "".join(
-                traceback.TracebackException.from_exception(exc, capture_locals=True).format()
-            )
+            formatted = with_locals(exc)
             return Outcome(type(exc).__name__, exc.outcome_unknown, str(exc), formatted, elapsed)
         return Outcome(None, None, "", "", time.monotonic() - start)
 

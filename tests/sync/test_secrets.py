@@ -5,52 +5,19 @@ Every test here also runs under the DEBUG-logging canary of the conftest.
 
 from __future__ import annotations
 
-import io
 import json
-import traceback
 
 import pytest
 
 from quickchat_async import Quickchat, QuickchatError, ValidationError
 from quickchat_async.emulator import Fault
 from quickchat_async.testing import Emulator
+from tests.conftest import FAULT_FAMILIES, every_view, rich_rendering, with_locals
 
 from .conftest import API_KEY, TOKEN, assert_no_secret
 
 
-rich_console = pytest.importorskip("rich.console")
 rich_pretty = pytest.importorskip("rich.pretty")
-rich_traceback = pytest.importorskip("rich.traceback")
-
-#: One fault of each family: an error status, a dropped connection, a bad body, too big a body.
-FAULTS = (
-    Fault("html_502"),
-    Fault("drop_after"),
-    Fault("not_json"),
-    Fault("huge_body", size=64 * 1024),
-)
-
-
-def every_view(value: object) -> str:
-    """What a user or a tool may print of a value: str, repr, rich's pretty form."""
-    return "\n".join([str(value), repr(value), rich_pretty.pretty_repr(value, max_string=None)])
-
-
-def rich_rendering(exc: BaseException) -> str:
-    """`exc` as rich prints it with `show_locals=True` (its pretty printer walks attrs fields)."""
-    out = io.StringIO()
-    console = rich_console.Console(file=out, width=200, color_system=None)
-    console.print(
-        rich_traceback.Traceback.from_exception(
-            type(exc), exc, exc.__traceback__, show_locals=True, locals_max_string=10_000
-        )
-    )
-    return out.getvalue()
-
-
-def with_locals(exc: BaseException) -> str:
-    """`exc` and its chain with every frame's locals, as the standard library formats them."""
-    return "".join(traceback.TracebackException.from_exception(exc, capture_locals=True).format())
 
 
 class TestWhatTheBlockingClientHandsOut:
@@ -78,7 +45,7 @@ class TestWhatTheBlockingClientHandsOut:
         ) as client:
             conv = client.conversation()
             conv.say("Hello")
-            for fault in FAULTS:
+            for fault in FAULT_FAMILIES:
                 served.faults.script([fault])
                 with pytest.raises(QuickchatError) as info:
                     conv.say(f"through {fault.kind.value}")

@@ -18,7 +18,6 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from types import TracebackType
 from typing import Final, Protocol
 
 import attrs
@@ -135,21 +134,16 @@ class Attempts:
             url=self._url, deadline=self.call.deadline, sent=self.may_have_landed()
         )
 
-    def failed(self, exc: QuickchatError) -> APITimeoutError | None:
-        """An attempt failed; the turn's deadline error if that is what ended it, else None."""
+    def failed(self, exc: QuickchatError, *, num: int, trace: TurnTrace) -> APITimeoutError | None:
+        """Attempt `num` failed, as told to `trace`.
+
+        Returns the turn's deadline error if that is what ended the attempt, else None.
+        """
+        trace.attempt_failed(num, exc)
         self.landed = self.landed or exc.outcome_unknown
         if isinstance(exc, APITimeoutError) and self.out_of_time():
             return self.deadline_error()
         return None
-
-    def attempt(self, num: int, trace: TurnTrace) -> _AttemptScope:
-        """Attempt `num`, as a ``with`` block around it; see `_AttemptScope`."""
-        trace.attempt(num)
-        return _AttemptScope(self, num, trace)
-
-    def in_transport(self) -> _InTransport:
-        """The time the request is in the transport, as a ``with`` block; see `_InTransport`."""
-        return _InTransport(self)
 
     # --- the retries --------------------------------------------------------------------------
 
@@ -202,62 +196,6 @@ class Attempts:
         if self.out_of_time():
             raise self.deadline_error()
         logger.info(retry_log_line(self._url, num, self.call.max_retries + 1, self._last))
-
-
-class _AttemptScope:
-    """One attempt: its failure is told to the trace and to the turn's `Attempts`.
-
-    A timeout that means the turn's deadline ran out leaves the block as the turn's deadline
-    error (`turn_deadline_error`), from the attempt's own.
-    """
-
-    __slots__ = ("_attempts", "_num", "_trace")
-
-    def __init__(self, attempts: Attempts, num: int, trace: TurnTrace) -> None:
-        self._attempts = attempts
-        self._num = num
-        self._trace = trace
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if isinstance(exc, QuickchatError):
-            self._trace.attempt_failed(self._num, exc)
-            overdue = self._attempts.failed(exc)
-            if overdue is not None:
-                raise overdue from exc
-
-
-class _InTransport:
-    """The request is in the transport: the message may be going out.
-
-    `Attempts.sending` is cleared when the transport answers, or fails and so says whether it
-    sent; it stays set when something else ends the block mid-way (the turn's deadline
-    cancelling it), since the message may then have gone out.
-    """
-
-    __slots__ = ("_attempts",)
-
-    def __init__(self, attempts: Attempts) -> None:
-        self._attempts = attempts
-
-    def __enter__(self) -> None:
-        self._attempts.sending = True
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if exc is None or isinstance(exc, QuickchatError):
-            self._attempts.sending = False
 
 
 def after_slot_wait(request: ChatRequest, waited: float) -> ChatRequest | None:

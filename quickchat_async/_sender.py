@@ -8,6 +8,7 @@ all send through it; `AsyncQuickchat` adds the factories that build them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Literal, Unpack
 
@@ -18,13 +19,13 @@ from ._attempts import Attempts, after_slot_wait
 from ._config import DEFAULT_MAX_RESPONSE_BYTES, Call, CallOptions, ClientConfig, Timeout
 from ._exceptions import EventLoopError, QuickchatError
 from ._loops import Bound, PerLoop, current_loop
-from ._models import HTTPResponse, Reply
+from ._models import Reply
 from ._ratelimit import Limiter, check_limiter
 from ._sender_base import SenderBase
 from ._telemetry import Telemetry, TurnTrace
 from ._transports import BaseTransport, Transport, resolve_transport
 from ._types import NOT_GIVEN, JSONValue, NotGiven, Secret
-from ._wire import ChatRequest, encode_say
+from ._wire import ChatRequest, decode_reply, encode_say
 
 
 if TYPE_CHECKING:
@@ -333,27 +334,46 @@ class AsyncSender(SenderBase[Transport, _Connections], anyio.abc.AsyncResource):
         trace: TurnTrace,
         pool: _Pool,
     ) -> Reply:
-        """One attempt: wait for the rate and a connection slot, send, decode."""
+        """One attempt: wait for the rate and a connection slot, send, decode.
+
+        Its failure is told to the trace and to the turn's `Attempts` (`Attempts.failed`),
+        which says when it means that the turn's deadline ran out.
+        """
         self._check_open()
-        with attempts.attempt(num, trace):
+        trace.attempt(num)
+        try:
             if self._rate_limiter is not None:
                 await self._rate_limiter.acquire()
                 self._check_open()  # closed while the attempt waited for the rate
             request = attempts.within_deadline(request)
-            return self._decode(await self._send(request, attempts, pool), conv_id, num, attempts)
-
-    async def _send(self, request: ChatRequest, attempts: Attempts, pool: _Pool) -> HTTPResponse:
-        """Hold a connection slot for the attempt; a full pool waits within the deadline."""
-        slots = pool.slots
-        try:
-            slots.acquire_nowait()
-        except anyio.WouldBlock:
-            request = await self._wait_for_slot(request, slots)
-        try:
-            with attempts.in_transport():
-                return await pool.transport.send(request)
-        finally:
-            slots.release()
+            slots = pool.slots
+            try:
+                slots.acquire_nowait()
+            except anyio.WouldBlock:
+                request = await self._wait_for_slot(request, slots)
+            try:
+                # The message may be going out until the transport answers, or fails and so
+                # says whether it sent; a cancellation leaves it so.
+                attempts.sending = True
+                response = await pool.transport.send(request)
+                attempts.sending = False
+            except QuickchatError:
+                attempts.sending = False
+                raise
+            finally:
+                slots.release()
+            return decode_reply(
+                response,
+                config=self._config,
+                conv_id=conv_id,
+                attempts=num,
+                elapsed=time.monotonic() - attempts.started,
+            )
+        except QuickchatError as exc:
+            overdue = attempts.failed(exc, num=num, trace=trace)
+            if overdue is None:
+                raise
+            raise overdue from exc
 
     async def _wait_for_slot(self, request: ChatRequest, slots: anyio.Semaphore) -> ChatRequest:
         """Queue for a slot; the wait counts against the attempt's deadline."""

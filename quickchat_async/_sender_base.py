@@ -9,18 +9,16 @@ know about a client's configuration, whether it is open, where its turns are rep
 from __future__ import annotations
 
 import enum
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from ._attempts import Attempts
 from ._config import Call, ClientConfig, Timeout
 from ._exceptions import ClientClosedError
-from ._models import HTTPResponse, Reply
 from ._observe import resolve_telemetry
 from ._telemetry import Telemetry
 from ._types import Flavor, NotGiven
-from ._wire import ChatRequest, decode_reply, slot_timeout_error
+from ._wire import ChatRequest, slot_timeout_error
 
 
 if TYPE_CHECKING:
@@ -230,18 +228,6 @@ class SenderBase(Generic[_TransportT, _ConnectionsT]):
             url=request.url,
             retry_ambiguous=self._config.retry_ambiguous,
             clock=clock,
-        )
-
-    def _decode(
-        self, response: HTTPResponse, conv_id: str | None, num: int, attempts: Attempts
-    ) -> Reply:
-        """The reply of attempt `num` of a turn."""
-        return decode_reply(
-            response,
-            config=self._config,
-            conv_id=conv_id,
-            attempts=num,
-            elapsed=time.monotonic() - attempts.started,
         )
 
     def _slot_timeout(self, request: ChatRequest) -> APITimeoutError:

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Literal, Unpack
 from ._attempts import Attempts, after_slot_wait
 from ._config import DEFAULT_MAX_RESPONSE_BYTES, Call, CallOptions, ClientConfig, Timeout
 from ._exceptions import QuickchatError
-from ._models import HTTPResponse, Reply
+from ._models import Reply
 from ._sender_base import Pool, SenderBase
 from ._telemetry import Telemetry, TurnTrace
 from ._transports import SyncBaseTransport, SyncTransport, resolve_sync_transport
 from ._types import NOT_GIVEN, JSONValue, NotGiven, Secret
-from ._wire import ChatRequest, encode_say
+from ._wire import ChatRequest, decode_reply, encode_say
 
 
 if TYPE_CHECKING:
@@ -216,22 +216,41 @@ class SyncSender(SenderBase[SyncTransport, Pool[SyncTransport, threading.Semapho
         attempts: Attempts,
         trace: TurnTrace,
     ) -> Reply:
-        """One attempt: wait for a connection slot, send, decode."""
-        self._check_open()
-        with attempts.attempt(num, trace):
-            request = attempts.within_deadline(request)
-            return self._decode(self._send(request, attempts), conv_id, num, attempts)
+        """One attempt: wait for a connection slot, send, decode.
 
-    def _send(self, request: ChatRequest, attempts: Attempts) -> HTTPResponse:
-        """Hold a connection slot for the attempt; a full pool waits within the deadline."""
-        slots = self._pool.slots
-        if not slots.acquire(blocking=False):
-            request = self._wait_for_slot(request)
+        Its failure is told to the trace and to the turn's `Attempts` (`Attempts.failed`),
+        which says when it means that the turn's deadline ran out.
+        """
+        self._check_open()
+        trace.attempt(num)
         try:
-            with attempts.in_transport():
-                return self._pool.transport.send(request)
-        finally:
-            slots.release()
+            request = attempts.within_deadline(request)
+            slots = self._pool.slots
+            if not slots.acquire(blocking=False):
+                request = self._wait_for_slot(request)
+            try:
+                # The message may be going out until the transport answers, or fails and so
+                # says whether it sent; an interruption (KeyboardInterrupt) leaves it so.
+                attempts.sending = True
+                response = self._pool.transport.send(request)
+                attempts.sending = False
+            except QuickchatError:
+                attempts.sending = False
+                raise
+            finally:
+                slots.release()
+            return decode_reply(
+                response,
+                config=self._config,
+                conv_id=conv_id,
+                attempts=num,
+                elapsed=time.monotonic() - attempts.started,
+            )
+        except QuickchatError as exc:
+            overdue = attempts.failed(exc, num=num, trace=trace)
+            if overdue is None:
+                raise
+            raise overdue from exc
 
     def _wait_for_slot(self, request: ChatRequest) -> ChatRequest:
         """Queue for a slot; the wait counts against the attempt's deadline."""

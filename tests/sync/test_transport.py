@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
+from collections.abc import Iterator
 
 import attrs
 import httpx2
@@ -105,6 +109,58 @@ class TestSyncHttpx2Transport:
             with pytest.raises(APITimeoutError):
                 transport.send(chat_request(served.base_url, total=1.0))
         assert time.monotonic() - start < 1.5
+
+
+@contextlib.contextmanager
+def one_exchange() -> Iterator[tuple[str, list[bytes]]]:
+    """A loopback server that answers one request (a chat reply) and keeps its bytes."""
+    received: list[bytes] = []
+    body = b'{"conv_id": "c-1", "reply": "Hi!"}'
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def serve() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                data = b""
+                while not data.endswith(b'"text":"Hello"}'):
+                    data += connection.recv(65536)
+                received.append(data)
+                connection.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", received
+        thread.join(5)
+
+
+class TestSyncOwnedPool:
+    """An owned client's requests go straight to its pool, as the client would send them."""
+
+    def test_the_clients_headers_under_the_requests(self):
+        """The owned client's default headers go out, with the request's own."""
+        with one_exchange() as (url, received), SyncHttpx2Transport() as transport:
+            assert transport.send(chat_request(url)).status_code == 200
+            defaults = transport.client.headers
+        head = received[0].lower()
+        assert f"accept-encoding: {defaults['Accept-Encoding']}\r\n".lower().encode() in head
+        assert f"user-agent: {defaults['User-Agent']}\r\n".lower().encode() in head
+        assert f"authorization: bearer {TOKEN}\r\n".lower().encode() in head
+
+    def test_proxies_from_the_environment(self, monkeypatch):
+        """With a proxy in the environment, the owned client sends through it, as httpx2 does."""
+        with one_exchange() as (proxy, received):
+            monkeypatch.setenv("HTTP_PROXY", proxy)
+            for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+                monkeypatch.delenv(name, raising=False)
+            with SyncHttpx2Transport() as transport:
+                response = transport.send(chat_request("http://quickchat.invalid"))
+
+        assert response.status_code == 200
+        assert received[0].startswith(b"POST http://quickchat.invalid/chat HTTP/1.1\r\n")
 
 
 class TestSyncEmulatorTransport:

@@ -5,10 +5,12 @@ What every engine shares is in test_contract.py; this transport runs there on as
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import aiohttp
 import anyio
+import anyio.abc
 import pytest
 import trio
 import yarl
@@ -28,7 +30,7 @@ from quickchat_async._transports._aiohttp import _error
 from quickchat_async.testing import Emulator
 from tests.conftest import SCENARIO_ID, TOKEN
 
-from .conftest import blackhole
+from .conftest import Serve, blackhole, ok_response
 
 
 pytestmark = pytest.mark.anyio
@@ -99,14 +101,94 @@ class TestSession:
         with pytest.raises(ClientClosedError):
             await transport.send(chat_request("http://127.0.0.1:9"))
 
-    async def test_many_deadlines_are_cached_boundedly(self):
-        """aiohttp timeouts are built once per Timeout, for a bounded number of them."""
+    async def test_connect_limits_are_cached_boundedly(self):
+        """aiohttp's connect limits are built once per value, for a bounded number of them."""
         transport = AiohttpTransport()
         for n in range(100):
-            transport._timeout(Timeout(total=1 + n, connect=2))
+            transport._timeout(Timeout(total=1, connect=1 + n))
 
-        assert transport._timeout(Timeout(total=1, connect=2)).sock_connect == 2
-        assert len(transport._timeouts) == 64
+        assert transport._timeout(Timeout(total=5, connect=2)).sock_connect == 2
+        assert transport._timeout(Timeout(total=5, connect=2)).total is None
+        assert len(transport._timeouts) == 8
+
+
+class TestDeadlines:
+    """Each attempt's deadline (`Timeout.total`), kept for all requests in flight by one timer."""
+
+    @staticmethod
+    async def answer_unless_slow(stream: anyio.abc.SocketStream, request: bytes) -> None:
+        """Answer at once, except a request whose text is "slow": never answered."""
+        if b'"text":"slow"' not in request:
+            await stream.send(ok_response())
+        else:
+            await anyio.sleep_forever()
+
+    @staticmethod
+    def request(url: str, text: str, total: float) -> ChatRequest:
+        return ChatRequest(
+            f"{url}/chat",
+            {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+            b'{"text":"%s"}' % text.encode(),
+            Timeout(total=total, connect=5),
+        )
+
+    async def test_each_request_its_own_deadline(self, serve: Serve):
+        """A short deadline set after a long one still ends its request on time.
+
+        The requests answered meanwhile are not disturbed.
+        """
+        server = await serve(self.answer_unless_slow)
+        ended: dict[str, float] = {}
+        async with AiohttpTransport() as transport:
+            start = anyio.current_time()
+
+            async def send(name: str, text: str, total: float) -> None:
+                try:
+                    await transport.send(self.request(server.url, text, total))
+                    ended[name] = -1  # answered
+                except APITimeoutError:
+                    ended[name] = anyio.current_time() - start
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send, "long", "slow", 1.2)
+                await anyio.sleep(0.05)
+                tg.start_soon(send, "short", "slow", 0.3)
+                for n in range(5):
+                    tg.start_soon(send, f"answered {n}", "fast", 0.3)
+
+        assert 0.3 <= ended["short"] < 0.8
+        assert 1.2 <= ended["long"] < 1.7
+        assert [ended[f"answered {n}"] for n in range(5)] == [-1] * 5
+
+    async def test_a_deadline_after_the_answer_changes_nothing(self, serve: Serve):
+        """Once answered, a request's deadline is forgotten: nothing is cancelled later."""
+        server = await serve(self.answer_unless_slow)
+        async with AiohttpTransport() as transport:
+            response = await transport.send(self.request(server.url, "fast", 0.1))
+            await anyio.sleep(0.3)  # past the deadline: this very task goes on
+
+        assert response.status_code == 200
+
+    async def test_cancelled_by_someone_else_too(self, serve: Serve):
+        """Cancelled from outside as the deadline comes: the cancellation wins, not a timeout."""
+        server = await serve(self.answer_unless_slow)
+        async with AiohttpTransport() as transport:
+            task = asyncio.ensure_future(transport.send(self.request(server.url, "slow", 0.2)))
+            await asyncio.sleep(0.2)  # the deadline's timer and this cancel come together
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    async def test_wait_for_around_it(self, serve: Serve):
+        """`asyncio.wait_for` shorter than the deadline ends the request with its TimeoutError."""
+        server = await serve(self.answer_unless_slow)
+        async with AiohttpTransport() as transport:
+            with pytest.raises(TimeoutError) as caught:
+                await asyncio.wait_for(
+                    transport.send(self.request(server.url, "slow", 5)), timeout=0.1
+                )
+
+        assert not isinstance(caught.value, QuickchatError)
 
 
 class TestAsyncioOnly:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 
 import anyio
+import anyio.abc
+import attrs
 import httpx2
 import pytest
 
@@ -18,6 +20,7 @@ from quickchat_async import (
     APITimeoutError,
     AsyncQuickchat,
     ChatRequest,
+    ClientClosedError,
     Httpx2Transport,
     ResponseTooLargeError,
     Timeout,
@@ -26,7 +29,7 @@ from quickchat_async import (
 )
 from tests.conftest import SCENARIO_ID, TOKEN, FakeChat, MakeClient, chat_reply
 
-from .conftest import refused_port
+from .conftest import Serve, header_values, ok_response, refused_port
 
 
 pytestmark = pytest.mark.anyio
@@ -72,6 +75,73 @@ class TestOwnership:
         await transport.aclose()
 
         assert http.is_closed
+
+
+class TestOwnedPool:
+    """An owned client's requests go straight to its connection pool, as the client sends them."""
+
+    async def test_the_clients_headers_under_the_requests(self, serve: Serve):
+        """The owned client's defaults go out, under the request's own headers."""
+
+        async def answer(stream: anyio.abc.SocketStream, _request: bytes) -> None:
+            await stream.send(ok_response())
+
+        server = await serve(answer)
+        request = attrs.evolve(
+            REQUEST, url=f"{server.url}/chat", headers={**REQUEST.headers, "Accept": "text/x"}
+        )
+        async with Httpx2Transport() as transport:
+            for _ in range(2):  # the merged headers are kept, and the connection reused
+                response = await transport.send(request)
+                assert json.loads(response.content)["reply"] == "Hi!"
+            defaults = transport.client.headers
+
+        assert server.connections == 1
+        for sent in server.requests:
+            assert header_values(sent, "Accept") == ["text/x"]
+            assert header_values(sent, "Accept-Encoding") == [defaults["Accept-Encoding"]]
+            assert header_values(sent, "User-Agent") == [defaults["User-Agent"]]
+            assert header_values(sent, "Authorization") == [f"Bearer {TOKEN}"]
+            assert header_values(sent, "Content-Length") == [str(len(REQUEST.body))]
+
+    async def test_an_undecodable_body_names_the_request(self, serve: Serve):
+        """A body the SDK cannot inflate is the engine's DecodingError, then the SDK's."""
+
+        async def answer(stream: anyio.abc.SocketStream, _request: bytes) -> None:
+            await stream.send(ok_response(b"not zstd at all", b"Content-Encoding: zstd-x"))
+
+        server = await serve(answer)
+        async with Httpx2Transport() as transport:
+            with pytest.raises(APIConnectionError, match="could not decode") as caught:
+                await transport.send(attrs.evolve(REQUEST, url=f"{server.url}/chat"))
+
+        assert isinstance(caught.value.__cause__, httpx2.DecodingError)
+
+    async def test_closed_by_its_client(self):
+        """Closing the owned client (`transport.client`) closes the transport for good."""
+        transport = Httpx2Transport()
+        await transport.client.aclose()
+
+        with pytest.raises(ClientClosedError, match="closed"):
+            await transport.send(REQUEST)
+
+    async def test_proxies_from_the_environment(self, serve: Serve, monkeypatch):
+        """With a proxy in the environment, the owned client sends through it, as httpx2 does."""
+
+        async def answer(stream: anyio.abc.SocketStream, _request: bytes) -> None:
+            await stream.send(ok_response())
+
+        proxy = await serve(answer)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        request = attrs.evolve(REQUEST, url="http://quickchat.invalid/chat")
+        async with Httpx2Transport() as transport:
+            response = await transport.send(request)
+
+        assert response.status_code == 200
+        (sent,) = proxy.requests
+        assert sent.startswith(b"POST http://quickchat.invalid/chat HTTP/1.1\r\n")
 
 
 class TestRequest:

@@ -13,6 +13,7 @@ turns through it; `_snapshot` writes and reads the session's JSON form.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Mapping
 from types import MappingProxyType, TracebackType
@@ -47,8 +48,8 @@ _UTC: Final = dt.UTC
 _NO_METADATA: Final[Mapping[str, JSONValue]] = MappingProxyType({})
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(_UTC)
+#: The time now, in UTC (a partial: a Python function around it costs a call a turn more).
+_now: Final = functools.partial(dt.datetime.now, _UTC)
 
 
 class PreparedTurn(NamedTuple):
@@ -72,7 +73,14 @@ class TurnScope:
     twice, and settles the pending turns accordingly.
     """
 
-    __slots__ = ("_retries_ambiguous", "_retry_ambiguous", "_session", "_turn", "request")
+    __slots__ = (
+        "_retries_ambiguous",
+        "_retry_ambiguous",
+        "_session",
+        "_turn",
+        "conv_id",
+        "request",
+    )
 
     def __init__(
         self,
@@ -87,14 +95,11 @@ class TurnScope:
         self._turn = turn
         #: The prepared POST of this turn.
         self.request = request
+        #: The conversation the turn continues; None for a first message.
+        self.conv_id = turn.conv_id
         self._retry_ambiguous = retry_ambiguous
         #: Whether this turn may be sent again after a failure with an unknown outcome.
         self._retries_ambiguous = retry_ambiguous and call.max_retries > 0
-
-    @property
-    def conv_id(self) -> str | None:
-        """The conversation the turn continues; None for a first message."""
-        return self._turn.conv_id
 
     def __enter__(self) -> Self:
         return self
@@ -355,8 +360,20 @@ class Session:
         """
         self._current = None
         self.conv_id = reply.conv_id
-        self._settle(reply.ord_number, may_repeat=may_repeat)
-        self._append(self._turn(turn, reply=reply))
+        if self._pending:
+            self._settle(reply.ord_number, may_repeat=may_repeat)
+        else:  # nearly every turn: nothing to settle
+            self.last_ord = reply.ord_number
+        self._append(
+            Turn(
+                text=turn.text,
+                reply=reply,
+                sent_at=turn.sent_at,
+                received_at=_now(),
+                context=turn.context,
+                metadata=turn.client_metadata,
+            )
+        )
 
     def fail(self, turn: PreparedTurn, exc: QuickchatError, *, may_repeat: bool = False) -> None:
         """The turn raised: keep it as unconfirmed if the message may have landed.

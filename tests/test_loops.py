@@ -415,6 +415,25 @@ class TestWhichLoopRuns:
         assert seen[0] is seen[1]
         assert host_loop not in seen
 
+    def test_anyio_run_on_asyncio_is_its_running_loop(self, monkeypatch) -> None:
+        """`anyio.run()` names asyncio to sniffio: asyncio is asked, without anyio's token."""
+
+        async def main() -> tuple[object, object]:
+            return current_loop(), asyncio.get_running_loop()
+
+        def no_token() -> object:
+            raise AssertionError("anyio's token was asked")
+
+        monkeypatch.setattr(anyio.lowlevel, "current_token", no_token)
+        found, running = anyio.run(main, backend="asyncio")
+        assert found is running
+
+    def test_anyio_run_on_trio_is_its_run_token(self) -> None:
+        async def main() -> object:
+            return current_loop()
+
+        assert isinstance(anyio.run(main, backend="trio"), trio.lowlevel.TrioToken)
+
     def test_outside_any_loop_it_says_so(self) -> None:
         with pytest.raises(anyio.NoEventLoopError):
             current_loop()

@@ -26,6 +26,7 @@ import cProfile
 import json
 import os
 import pstats
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ import httpx
 import httpx2
 import openai
 from bench_rows import ROWS, measure
-from bench_sections import latencies, layers, memory_per_object, peak_rss, print_layers
+from bench_sections import ANATOMY, latencies, layers, memory_per_object, peak_rss, print_layers
 from bench_server import reply_server
 
 import quickchat_async
@@ -98,6 +99,23 @@ def fan_out_rows(url: str, total: int, in_flight: int, rounds: int) -> Rows:
             if name not in best or result[0] > best[name][0]:
                 best[name] = result
     return {name: best[name] for name in ROWS}
+
+
+def compare(url: str, names: list[str], total: int, in_flight: int, rounds: int) -> None:
+    """A few rows, interleaved for `rounds` rounds: each row's median and best, and the ratio
+    of its median to the first row's. Steadier than one best run on a noisy machine."""
+    runs = {**ROWS, **ANATOMY}
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for n in range(rounds):
+        for name in names if n % 2 == 0 else reversed(names):
+            rates[name].append(measure(runs[name], url, total, in_flight)[0])
+            log(f"round {n + 1}/{rounds}: {name}: {rates[name][-1]:.0f} requests/s")
+    base = statistics.median(rates[names[0]])
+    print(f"\n| {total} requests, {in_flight} in flight, {rounds} rounds ", end="")
+    print(f"| median requests/s | best | median vs {names[0]} |\n|---|---:|---:|---:|")
+    for name, found in rates.items():
+        median = statistics.median(found)
+        print(f"| {name} | {median:.0f} | {max(found):.0f} | {median / base:.2f}x |")
 
 
 def versions() -> str:
@@ -183,6 +201,13 @@ def main() -> None:
     parser.add_argument("--fallback", action="store_true", help="do not use nginx")
     parser.add_argument("--profile", choices=sorted(ROWS), help="profile one row only")
     parser.add_argument("--top", type=int, default=25, help="profile lines")
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="ROW",
+        choices=sorted({**ROWS, **ANATOMY}),
+        help="only these rows (fan-out or layer rows), interleaved: medians against the first",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     total = min(args.requests or (128 if args.quick else 4000), 20_000)
@@ -193,6 +218,9 @@ def main() -> None:
     with reply_server(force_fallback=args.fallback) as (url, server):
         if args.profile:
             profile(args.profile, url, total, in_flight, args.top)
+            return
+        if args.compare:
+            compare(url, args.compare, total, in_flight, rounds)
             return
         print(f"# Fan-out benchmark: {total} POSTs per row, {in_flight} in flight, ", end="")
         print(f"best of {rounds} round(s), against {server}")
@@ -205,7 +233,7 @@ def main() -> None:
         print_latency(latency, pairs)
         log("the SDK on aiohttp, layer by layer")
         anatomy = layers(url, total, in_flight, rounds)
-        print_layers(anatomy, in_flight)
+        print_layers(anatomy, in_flight, total)
 
     log("memory")
     per_conversation, per_turn = memory_per_object(2_000 if args.quick else 10_000)

@@ -2,12 +2,15 @@
 
     python benchmarks/instructions.py                   # every layer, 640 and 3,200 requests
     python benchmarks/instructions.py --layers raw conv
+    python benchmarks/instructions.py --no-network      # the SDK's own work: a canned transport
 
 Each layer runs twice under `valgrind --tool=callgrind` (64 in flight against nginx on
 127.0.0.1, or the fallback server): with 640 requests and with 3,200, so that start-up cancels
 out; the difference over 2,560 requests is what one request costs. Layers: raw aiohttp
 (`session.post`), `AiohttpTransport.send` with a request built once, `client.say`,
-`Conversation.say` with `max_history=1`, and with the whole history kept.
+`Conversation.say` with `max_history=1`, and with the whole history kept. With `--no-network`,
+the SDK's layers run on a transport that answers every request at once with a fixed reply, so
+that only the SDK's own work is counted.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from quickchat_async._wire import encode_turn
 
 
 sys.path.insert(0, str(Path(__file__).parent))
+from bench_sections import CannedTransport
 from bench_server import reply_server
 
 
@@ -52,12 +56,12 @@ async def raw(url: str, total: int) -> None:
         await asyncio.gather(*(worker(total // IN_FLIGHT) for _ in range(IN_FLIGHT)))
 
 
-async def sdk(url: str, total: int, layer: str) -> None:
+async def sdk(url: str, total: int, layer: str, *, canned: bool) -> None:
     async with AsyncQuickchat(
         token="t",  # noqa: S106 -- nginx ignores it
         scenario_id="s",
         base_url=url,
-        transport="aiohttp",
+        transport=CannedTransport() if canned else "aiohttp",
         telemetry=None,
     ) as client:
         config = client.config
@@ -76,7 +80,7 @@ async def sdk(url: str, total: int, layer: str) -> None:
         await asyncio.gather(*(worker(total // IN_FLIGHT) for _ in range(IN_FLIGHT)))
 
 
-def counted(valgrind: str, layer: str, total: int, url: str) -> int:
+def counted(valgrind: str, layer: str, total: int, url: str, *, canned: bool) -> int:
     """Instructions callgrind counts for a run of `total` requests through `layer`."""
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run(  # noqa: S603 -- valgrind on this very script
@@ -90,6 +94,7 @@ def counted(valgrind: str, layer: str, total: int, url: str) -> int:
                 layer,
                 str(total),
                 url,
+                *(["--no-network"] if canned else []),
             ],
             capture_output=True,
             text=True,
@@ -104,20 +109,26 @@ def counted(valgrind: str, layer: str, total: int, url: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", nargs="+", choices=LAYERS, default=list(LAYERS))
+    parser.add_argument(
+        "--no-network", action="store_true", help="the SDK's layers on a canned transport"
+    )
     parser.add_argument("--run", nargs=3, metavar=("LAYER", "TOTAL", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    canned = args.no_network
     if args.run:
         layer, total, url = args.run[0], int(args.run[1]), args.run[2]
-        asyncio.run(raw(url, total) if layer == "raw" else sdk(url, total, layer))
+        asyncio.run(raw(url, total) if layer == "raw" else sdk(url, total, layer, canned=canned))
         return
+    layers = [layer for layer in args.layers if not canned or layer in {"say", "conv", "history"}]
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         sys.exit("valgrind is needed: apt-get install valgrind")
     with reply_server() as (url, server):
-        print(f"# instructions per request, {IN_FLIGHT} in flight, against {server}")
-        for layer in args.layers:
-            small = counted(valgrind, layer, SMALL, url)
-            large = counted(valgrind, layer, LARGE, url)
+        where = "a canned transport (no network)" if canned else server
+        print(f"# instructions per request, {IN_FLIGHT} in flight, against {where}")
+        for layer in layers:
+            small = counted(valgrind, layer, SMALL, url, canned=canned)
+            large = counted(valgrind, layer, LARGE, url, canned=canned)
             print(f"{layer:>10}: {(large - small) / (LARGE - SMALL) / 1000:,.0f}k")
 
 

@@ -94,3 +94,28 @@ class TestQuickRun:
             assert f"| {target['target']} | {target['measured']} | {verdict} |" in done.stdout
         assert results["bytes_per_conversation"] > 0
         assert results["bytes_per_turn"] > 0
+
+    def test_compares_a_few_rows_by_their_medians(self):
+        """`bench.py --compare A B` runs only those rows, and prints B's median against A's."""
+        rows = ["raw aiohttp", "Conversation.say, whole history kept"]
+        command = [str(BENCHMARKS / "bench.py"), "--compare", *rows, "--requests", "64"]
+        done = subprocess.run(  # noqa: S603 -- this interpreter, our own script
+            [sys.executable, *command, "--rounds", "3"],
+            capture_output=True,
+            text=True,
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            },
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "| 64 requests, 64 in flight, 3 rounds |" in done.stdout
+        (first,) = [row for row in done.stdout.splitlines() if row.startswith("| raw aiohttp |")]
+        assert first.endswith("| 1.00x |")
+        (line,) = [row for row in done.stdout.splitlines() if row.startswith(f"| {rows[1]} |")]
+        median, best, ratio = (cell.strip() for cell in line.strip("|").split("|")[1:])
+        assert 0 < float(median) <= float(best)
+        assert float(ratio.rstrip("x")) > 0
+        assert done.stderr.count("round ") == 6  # the two rows, three rounds each

@@ -364,16 +364,7 @@ class Session:
             self._settle(reply.ord_number, may_repeat=may_repeat)
         else:  # nearly every turn: nothing to settle
             self.last_ord = reply.ord_number
-        self._append(
-            Turn(
-                text=turn.text,
-                reply=reply,
-                sent_at=turn.sent_at,
-                received_at=_now(),
-                context=turn.context,
-                metadata=turn.client_metadata,
-            )
-        )
+        self._append(self._turn(turn, reply=reply))
 
     def fail(self, turn: PreparedTurn, exc: QuickchatError, *, may_repeat: bool = False) -> None:
         """The turn raised: keep it as unconfirmed if the message may have landed.

@@ -33,6 +33,21 @@ ROWS = {
 }
 
 
+def run_bench(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """`benchmarks/bench.py` run with these arguments by this interpreter, on this checkout."""
+    return subprocess.run(  # noqa: S603 -- this interpreter, our own script
+        [sys.executable, str(BENCHMARKS / "bench.py"), *arguments],
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        },
+        timeout=30,
+        check=False,
+    )
+
+
 @pytest.fixture(name="bench_server")
 def _bench_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     """benchmarks/bench_server.py, imported as the benchmark imports it."""
@@ -68,18 +83,7 @@ class TestQuickRun:
         """`bench.py --quick` measures every row in one run and prints a verdict per target."""
         results_path = tmp_path / "results.json"
         # One request per worker: what is checked is the run, not its speed.
-        command = [str(BENCHMARKS / "bench.py"), "--quick", "--requests", "64"]
-        done = subprocess.run(  # noqa: S603 -- this interpreter, our own script
-            [sys.executable, *command, "--json", str(results_path)],
-            capture_output=True,
-            text=True,
-            env={
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-            },
-            timeout=30,
-            check=False,
-        )
+        done = run_bench("--quick", "--requests", "64", "--json", str(results_path))
         assert done.returncode == 0, done.stderr
         results = json.loads(results_path.read_text(encoding="utf-8"))
         assert set(results["rows"]) == ROWS
@@ -98,18 +102,7 @@ class TestQuickRun:
     def test_compares_a_few_rows_by_their_medians(self):
         """`bench.py --compare A B` runs only those rows, and prints B's median against A's."""
         rows = ["raw aiohttp", "Conversation.say, whole history kept"]
-        command = [str(BENCHMARKS / "bench.py"), "--compare", *rows, "--requests", "64"]
-        done = subprocess.run(  # noqa: S603 -- this interpreter, our own script
-            [sys.executable, *command, "--rounds", "3"],
-            capture_output=True,
-            text=True,
-            env={
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-            },
-            timeout=30,
-            check=False,
-        )
+        done = run_bench("--compare", *rows, "--requests", "64", "--rounds", "3")
         assert done.returncode == 0, done.stderr
         assert "| 64 requests, 64 in flight, 3 rounds |" in done.stdout
         (first,) = [row for row in done.stdout.splitlines() if row.startswith("| raw aiohttp |")]

@@ -104,9 +104,9 @@ class _Deadlines:
     own, scheduled and cancelled for every request: 40k instructions a request, 9% of what raw
     aiohttp spends on one (callgrind, 64 in flight against nginx; `asyncio.timeout()` costs as
     much). Here one timer, set for the earliest deadline, serves every request in flight: it
-    cancels the requests whose deadline has come, and `expired()` tells `send` which
-    cancellations were its own, to raise TimeoutError instead, by `asyncio.timeout`'s rule (the
-    timeout's, unless someone else also cancelled the task).
+    cancels the requests whose deadline has come, and `stop()` tells `send` which cancellations
+    were its own, to raise TimeoutError instead, by `asyncio.timeout`'s rule (the timeout's,
+    unless someone else also cancelled the task).
     """
 
     __slots__ = ("_due", "_expired", "_timer", "_timer_at")

@@ -232,7 +232,8 @@ class _HoldsClient(Generic[_ClientT]):
             )
         self._client: _ClientT = client
         #: The library's parsed URL of each URL sent to (a client's requests share one), and
-        #: its Timeout for each of ours (the client's, and the few that slot waits shorten).
+        #: its Timeout for each of ours (the client's, and the few that slot waits shorten); as
+        #: the pool's "timeout" extension when sending to the pool directly.
         self._urls: dict[str, Any] = {}
         self._limits: dict[Timeout, Any] = {}
         #: The last request headers sent directly, and the same over the client's defaults.
@@ -269,6 +270,8 @@ class _HoldsClient(Generic[_ClientT]):
         limits = self._limits.get(timeout)
         if limits is None:
             limits = module.Timeout(timeout.total, connect=timeout.connect)
+            if self._direct is not None:  # the pool reads the request's "timeout" extension
+                limits = limits.as_dict()
             if len(self._limits) < _CACHED:
                 self._limits[timeout] = limits
         if self._direct is None:
@@ -285,7 +288,7 @@ class _HoldsClient(Generic[_ClientT]):
             url,
             content=request.body,
             headers=self._with_defaults(request.headers),
-            extensions={"timeout": limits.as_dict(), "trace": trace},
+            extensions={"timeout": limits, "trace": trace},
         )
 
     def _with_defaults(self, headers: Mapping[str, str]) -> Any:  # noqa: ANN401 -- the library's Headers
@@ -299,32 +302,6 @@ class _HoldsClient(Generic[_ClientT]):
             merged.update(headers)
             last = self._headers = (headers, merged)
         return last[1]
-
-    async def _send_async(self, http_request: Any) -> Any:  # noqa: ANN401 -- the library's types
-        """Send through the owned pool directly, or through the caller's client.
-
-        An owned client's own layer (authentication and redirect flows, cookies, event hooks,
-        its timers), none of which an owned client uses, cost as much CPU as the pool itself:
-        sending through the pool directly made 1.44x the requests per second of the same pool
-        behind its `AsyncClient` (64 in flight on one nginx, `python benchmarks/bench.py`).
-        """
-        direct = self._direct
-        if direct is None:
-            return await cast("Any", self._client).send(
-                http_request, stream=True, follow_redirects=False
-            )
-        response = await direct.handle_async_request(http_request)
-        response.request = http_request
-        return response
-
-    def _send_sync(self, http_request: Any) -> Any:  # noqa: ANN401 -- the library's types
-        """The blocking `_send_async`."""
-        direct = self._direct
-        if direct is None:
-            return cast("Any", self._client).send(http_request, stream=True, follow_redirects=False)
-        response = direct.handle_request(http_request)
-        response.request = http_request
-        return response
 
 
 class HttpxFamilyTransport(_HoldsClient[_ClientT], BaseTransport):
@@ -343,6 +320,23 @@ class HttpxFamilyTransport(_HoldsClient[_ClientT], BaseTransport):
     _client_class = "AsyncClient"
     _pool_class = "AsyncHTTPTransport"
 
+    async def _send(self, http_request: Any) -> Any:  # noqa: ANN401 -- the library's types
+        """Send through the owned pool directly, or through the caller's client.
+
+        An owned client's own layer (authentication and redirect flows, cookies, event hooks,
+        its timers) is none of the SDK's use, and costs about as much CPU as the pool under it:
+        without it the SDK default went from 0.80x-1.09x to 0.92x-1.14x raw
+        `httpx2.AsyncClient.post` (64 in flight on one nginx, `python benchmarks/bench.py`).
+        """
+        direct = self._direct
+        if direct is None:
+            return await cast("Any", self._client).send(
+                http_request, stream=True, follow_redirects=False
+            )
+        response = await direct.handle_async_request(http_request)
+        response.request = http_request
+        return response
+
     async def send(self, request: ChatRequest, /) -> HTTPResponse:
         """POST the request and read the response, within `request.timeout`.
 
@@ -357,7 +351,7 @@ class HttpxFamilyTransport(_HoldsClient[_ClientT], BaseTransport):
         ):
             http_request = self._build(request, progress.trace)
             http_request.stream = engine.body_type(request.body)
-            response = await self._send_async(http_request)
+            response = await self._send(http_request)
             try:
                 content, truncated = await _read_capped(
                     response, request.max_response_bytes, engine
@@ -520,6 +514,15 @@ class SyncHttpxFamilyTransport(_HoldsClient[_ClientT], SyncBaseTransport):
     _client_class = "Client"
     _pool_class = "HTTPTransport"
 
+    def _send(self, http_request: Any) -> Any:  # noqa: ANN401 -- the library's types
+        """Send through the owned pool directly, or through the caller's client (as async)."""
+        direct = self._direct
+        if direct is None:
+            return cast("Any", self._client).send(http_request, stream=True, follow_redirects=False)
+        response = direct.handle_request(http_request)
+        response.request = http_request
+        return response
+
     def send(self, request: ChatRequest, /) -> HTTPResponse:
         """POST the request and read the response, within `request.timeout`.
 
@@ -532,7 +535,7 @@ class SyncHttpxFamilyTransport(_HoldsClient[_ClientT], SyncBaseTransport):
         with engine.errors_mapped(url=request.url, may_be_sent=progress, expired=limits.expired):
             http_request = self._build(request, progress.saw)
             http_request.extensions["timeout"] = limits
-            response = self._send_sync(http_request)
+            response = self._send(http_request)
             try:
                 content, truncated = _read_within(
                     response, request.max_response_bytes, limits, engine

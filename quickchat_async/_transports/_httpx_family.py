@@ -33,7 +33,7 @@ from ._decoding import UndecodableError
 if TYPE_CHECKING:
     import ssl
 
-__all__ = ["Engine", "HttpxFamilyTransport", "SyncHttpxFamilyTransport"]
+__all__ = ["Engine", "HttpxFamilyTransport", "SyncHttpxFamilyTransport", "tls_context"]
 
 _ClientT = TypeVar("_ClientT")
 
@@ -98,7 +98,7 @@ class Engine:
 
 
 @functools.cache
-def _tls_context(module: ModuleType) -> ssl.SSLContext:
+def tls_context(module: ModuleType) -> ssl.SSLContext:
     """The TLS context of the engine clients the SDK makes: the engine's default, made once.
 
     Building one (the system's trust store, or `SSL_CERT_FILE` and `SSL_CERT_DIR`) takes some
@@ -217,16 +217,14 @@ class _HoldsClient(Generic[_ClientT]):
             # Proxies named by the environment (HTTPS_PROXY...) are mounted by the client
             # itself, and only when it builds its own pool: then it sends as it would.
             if not urllib.request.getproxies():
-                self._direct = getattr(module, self._pool_class)(
-                    limits=limits, verify=_tls_context(module)
-                )
+                self._direct = self._new_pool(limits)
             client = cast(
                 "_ClientT",
                 getattr(module, self._client_class)(
                     limits=limits,
                     headers={"User-Agent": self.user_agent},
                     follow_redirects=False,
-                    verify=_tls_context(module),
+                    verify=tls_context(module),
                     transport=self._direct,
                 ),
             )
@@ -238,6 +236,12 @@ class _HoldsClient(Generic[_ClientT]):
         self._limits: dict[Timeout, Any] = {}
         #: The last request headers sent directly, and the same over the client's defaults.
         self._headers: tuple[Mapping[str, str], Any] | None = None
+
+    @classmethod
+    def _new_pool(cls, limits: Any) -> Any:  # noqa: ANN401 -- the library's types
+        """The connection pool of an owned client: the library's own transport."""
+        module = cls.engine.module
+        return getattr(module, cls._pool_class)(limits=limits, verify=tls_context(module))
 
     def __repr__(self) -> str:
         owner = "owned" if self._owns_client else "caller's"

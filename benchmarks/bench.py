@@ -37,7 +37,15 @@ import httpx
 import httpx2
 import openai
 from bench_rows import ROWS, measure
-from bench_sections import ANATOMY, latencies, layers, memory_per_object, peak_rss, print_layers
+from bench_sections import (
+    ANATOMY,
+    gc_census,
+    latencies,
+    layers,
+    memory_per_object,
+    peak_rss,
+    print_layers,
+)
 from bench_server import reply_server
 
 import quickchat_async
@@ -191,7 +199,7 @@ def profile(name: str, url: str, total: int, in_flight: int, top: int) -> None:
     pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, help="POSTs per row (default 4000; quick: 128)")
     parser.add_argument("--in-flight", type=int, default=64)
@@ -208,8 +216,19 @@ def main() -> None:
         choices=sorted({**ROWS, **ANATOMY}),
         help="only these rows (fan-out or layer rows), interleaved: medians against the first",
     )
+    parser.add_argument(
+        "--gc-census",
+        nargs="+",
+        metavar="ROW",
+        choices=sorted({**ROWS, **ANATOMY}),
+        help="only these rows, once each: the garbage collector's young passes while they run",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments()
     total = min(args.requests or (128 if args.quick else 4000), 20_000)
     in_flight = min(args.in_flight, 512)
     rounds = args.rounds or (1 if args.quick else 3)
@@ -221,6 +240,9 @@ def main() -> None:
             return
         if args.compare:
             compare(url, args.compare, total, in_flight, rounds)
+            return
+        if args.gc_census:
+            gc_census(url, args.gc_census, total, in_flight)
             return
         print(f"# Fan-out benchmark: {total} POSTs per row, {in_flight} in flight, ", end="")
         print(f"best of {rounds} round(s), against {server}")

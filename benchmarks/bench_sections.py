@@ -181,6 +181,57 @@ class YoungPasses:
         gc.callbacks.remove(self._callback)
 
 
+class GcCensus:
+    """Each young pass of the garbage collector while the block runs: its generation, how many
+    objects it walked (generation 0's, counted before the pass starts) and how long it took."""
+
+    def __init__(self) -> None:
+        self.passes: list[tuple[int, int, float]] = []
+        self._start = 0.0
+        self._objects = 0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        generation = info["generation"]
+        if generation == 2:  # the oldest generation: measure()'s own full pass
+            return
+        if phase == "start":
+            # counted before the clock starts: listing the objects takes as long as the pass
+            self._objects = len(gc.get_objects(generation=0))
+            self._start = time.perf_counter()
+        else:
+            self.passes.append((generation, self._objects, time.perf_counter() - self._start))
+
+    def __enter__(self) -> Self:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+
+def gc_census(url: str, names: list[str], total: int, in_flight: int) -> None:
+    """Print, for each row, its young passes: how many, the objects each walks, their time."""
+    runs = {**ROWS, **ANATOMY}
+    print(f"\n| {total} requests, {in_flight} in flight | young passes (gen 0/1) ", end="")
+    print("| objects in gen 0 a pass | µs a gen 0 pass | µs a gen 1 pass | young gc µs a request |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in names:
+        measure(runs[name], url, total // 4, in_flight)  # first-use costs, out of the count
+        with GcCensus() as census:
+            measure(runs[name], url, total, in_flight)
+        young = [p for p in census.passes if p[0] == 0]
+        older = [p for p in census.passes if p[0] == 1]
+        objects = statistics.mean(p[1] for p in young) if young else 0
+        each = [
+            statistics.mean(p[2] for p in found) * 1e6 if found else 0 for found in (young, older)
+        ]
+        per_request = sum(p[2] for p in census.passes) / total * 1e6
+        print(
+            f"| {name} | {len(young)}/{len(older)} | {objects:.0f} | {each[0]:.0f} | {each[1]:.0f} "
+            f"| {per_request:.1f} |"
+        )
+
+
 def layers(
     url: str, total: int, in_flight: int, rounds: int
 ) -> dict[str, tuple[float, tuple[int, ...], float]]:

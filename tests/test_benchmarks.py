@@ -112,3 +112,16 @@ class TestQuickRun:
         assert 0 < float(median) <= float(best)
         assert float(ratio.rstrip("x")) > 0
         assert done.stderr.count("round ") == 6  # the two rows, three rounds each
+
+    def test_counts_the_young_passes_of_a_few_rows(self):
+        """`bench.py --gc-census A B` prints each row's young garbage-collector passes."""
+        rows = ["raw aiohttp", "Conversation.say, whole history kept"]
+        done = run_bench("--gc-census", *rows, "--requests", "2000")
+        assert done.returncode == 0, done.stderr
+        lines = {row.split("|")[1].strip(): row for row in done.stdout.splitlines() if "|" in row}
+        cells = [cell.strip() for cell in lines[rows[1]].strip("|").split("|")[1:]]
+        young, older = (int(n) for n in cells[0].split("/"))
+        assert young > 0  # 2,000 kept turns leave 6,000 counted objects: 8 passes or more
+        assert 0 <= older <= young
+        assert float(cells[1]) > 0
+        assert set(lines) >= {*rows}

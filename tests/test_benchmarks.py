@@ -125,3 +125,19 @@ class TestQuickRun:
         assert 0 <= older <= young
         assert float(cells[1]) > 0
         assert set(lines) >= {*rows}
+
+
+def test_the_retry_context_cost_script_times_both_ways_of_making_an_attempt():
+    """`benchmarks/retry_context_cost.py` prints an attempt's time outside and inside stamina."""
+    done = subprocess.run(  # noqa: S603 -- this interpreter, our own script
+        [sys.executable, str(BENCHMARKS / "retry_context_cost.py"), "--attempts", "50"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    outside, inside = done.stdout.splitlines()
+    assert outside.startswith("an attempt outside a retry context: ")
+    assert inside.startswith("an attempt inside stamina.retry_context: ")
+    assert float(inside.split(": ")[1].split()[0]) > float(outside.split(": ")[1].split()[0])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import re
 import unicodedata
 from collections.abc import Mapping
 from typing import Final, Literal, cast, overload
@@ -386,10 +387,26 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+#: A label of a host name as DNS takes it (IDNA-encoded): letters, digits, hyphens (and the
+#: underscores some private names use), 1 to 63 of them.
+_HOST_LABEL: Final = re.compile(r"[A-Za-z0-9_-]{1,63}")
+
+
+def _is_host_name(raw_host: str) -> bool:
+    """Whether a URL's host (as httpx2 gives it: IDNA-encoded) is an IP or a valid DNS name."""
+    try:
+        ipaddress.ip_address(raw_host)
+    except ValueError:
+        name = raw_host.removesuffix(".")  # a fully qualified name may end with a dot
+        return len(name) <= 253 and all(map(_HOST_LABEL.fullmatch, name.split(".")))  # noqa: PLR2004 -- DNS's limit
+    return True
+
+
 def check_base_url(base_url: object) -> str:
     """Check a base URL and return it without a trailing slash (or `/chat`).
 
-    Plain `http://` is refused except to a loopback host, and so are credentials in the URL.
+    Plain `http://` is refused except to a loopback host, and so are credentials in the URL
+    and hosts that are neither an IP address nor a host name DNS could look up.
     """
     if not isinstance(base_url, str):
         raise ValidationError(f"base_url must be a string, not {type(base_url).__name__}.")
@@ -404,6 +421,11 @@ def check_base_url(base_url: object) -> str:
     if url.scheme not in {"http", "https"} or not url.host:
         raise ValidationError(
             "base_url must be an http(s) URL with a host, such as https://app.quickchat.ai."
+        )
+    if not _is_host_name(url.raw_host.decode("ascii")):
+        raise ValidationError(
+            f"base_url's host {url.host[:80]!r} is not a valid host name (labels of letters, "
+            "digits and hyphens, each 1 to 63 long, 253 characters in all) nor an IP address."
         )
     if url.scheme == "http" and not _is_loopback(url.host):
         raise ValidationError(

@@ -273,6 +273,10 @@ class TestBaseURL:
             ("http://127.0.0.1:8765/", "http://127.0.0.1:8765"),
             ("http://[::1]:8765", "http://[::1]:8765"),
             ("http://bot.localhost", "http://bot.localhost"),
+            ("https://bücher.example", "https://xn--bcher-kva.example"),
+            ("https://example.com.", "https://example.com."),
+            ("https://my_host.internal", "https://my_host.internal"),
+            (f"https://{'a' * 63}.com", f"https://{'a' * 63}.com"),
         ],
     )
     def test_normalised(self, base_url, expected):
@@ -292,6 +296,15 @@ class TestBaseURL:
         """http:// to a non-loopback host is refused: the credential would travel in clear text."""
         with pytest.raises(ValidationError, match="clear text"):
             check_base_url(base_url)
+
+    @pytest.mark.parametrize(
+        "host",
+        [f"{'a' * 64}.com", "a..b", ".example.com", "a b", f"{'a.' * 127}com"],
+    )
+    def test_a_host_dns_cannot_look_up_is_refused(self, host):
+        """A label over 63 characters, an empty one, a space, a name over 253 characters."""
+        with pytest.raises(ValidationError, match="is not a valid host name"):
+            check_base_url(f"https://{host}")
 
     def test_credentials_in_the_url(self):
         """user:password@host is refused, without echoing the password."""

@@ -188,7 +188,8 @@ class _Stream(httpcore2.AsyncNetworkStream):
 
     async def aclose(self) -> None:
         self._transport.close()
-        # asyncio closes the socket on the loop's next pass: after it, nothing is left open.
+        # asyncio closes a plain socket on the loop's next pass; a TLS one once the close_notify
+        # exchange ends, by itself (or after asyncio's shutdown timeout).
         await asyncio.sleep(0)
 
     async def start_tls(
@@ -197,11 +198,21 @@ class _Stream(httpcore2.AsyncNetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 -- httpcore2's interface
     ) -> httpcore2.AsyncNetworkStream:
+        protocol = self._protocol
+        if protocol.chunks or protocol.at_eof or self._transport.is_closing():
+            # Bytes already here did not come through TLS (a TLS server speaks only after the
+            # client's hello), and a closed connection never completes a handshake.
+            self._transport.close()
+            raise httpcore2.ConnectError(
+                "the server sent data before the TLS handshake"
+                if protocol.chunks
+                else "the connection closed before the TLS handshake"
+            )
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
                 transport = await loop.start_tls(
-                    self._transport, self._protocol, ssl_context, server_hostname=server_hostname
+                    self._transport, protocol, ssl_context, server_hostname=server_hostname
                 )
         except TimeoutError as exc:
             self._transport.close()
@@ -211,8 +222,8 @@ class _Stream(httpcore2.AsyncNetworkStream):
             raise httpcore2.ConnectError(str(exc)) from exc
         if transport is None:  # pragma: no cover -- only for a server-side protocol
             raise httpcore2.ConnectError("the TLS handshake did not complete")
-        self._protocol.transport = transport
-        return _Stream(transport, self._protocol)
+        protocol.transport = transport
+        return _Stream(transport, protocol)
 
     def get_extra_info(self, info: str) -> Any:  # noqa: ANN401 -- httpcore2's signature
         if info == "is_readable":  # an idle connection that got data or EOF is spent
@@ -278,12 +289,16 @@ class NativeAsyncioBackend(httpcore2.AsyncNetworkBackend):
                 )
         except TimeoutError as exc:
             raise httpcore2.ConnectTimeout(str(exc)) from exc
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a host name IDNA cannot encode
             raise httpcore2.ConnectError(str(exc)) from exc
         # asyncio sets TCP_NODELAY on TCP sockets itself, as anyio does.
         sock = transport.get_extra_info("socket")
-        for option in socket_options or ():
-            sock.setsockopt(*option)
+        try:
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+        except OSError as exc:
+            transport.close()
+            raise httpcore2.ConnectError(f"could not set a socket option: {exc}") from exc
         return _Stream(transport, protocol)
 
     async def connect_unix_socket(

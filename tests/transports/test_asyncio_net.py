@@ -231,6 +231,42 @@ class TestFailures:
             response = await post(connections, server.url)
             assert response.content == OK_BODY
 
+    async def test_a_socket_option_the_system_refuses(self, anyio_backend: str):
+        """A connect error (not a bare OSError), and the connection it opened is closed."""
+        if anyio_backend != "asyncio":
+            pytest.skip("on trio the backend is httpcore2's own")
+        ended = anyio.Event()
+
+        async def until_closed(stream: anyio.abc.SocketStream) -> None:
+            async with stream:
+                with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                    await stream.receive()
+            ended.set()
+
+        options = [(socket.SOL_SOCKET, 12345, 1)]  # no such option
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, until_closed)
+            port = listener.extra(anyio.abc.SocketAttribute.local_port)
+            with pytest.raises(httpcore2.ConnectError, match="socket option"):
+                await NativeAsyncioBackend().connect_tcp(
+                    "127.0.0.1", port, timeout=5, socket_options=options
+                )
+            with anyio.fail_after(5):
+                await ended.wait()
+            tg.cancel_scope.cancel()
+
+    async def test_a_host_name_that_cannot_be_encoded(self, anyio_backend: str):
+        """A label longer than IDNA allows: a connect error, not a bare UnicodeError.
+
+        (httpcore2's trio backend raises the UnicodeError; the SDK refuses such a base_url
+        before sending, on every engine.)
+        """
+        if anyio_backend != "asyncio":
+            pytest.skip("on trio the backend is httpcore2's own")
+        with pytest.raises(httpcore2.ConnectError, match="idna"):
+            await NativeAsyncioBackend().connect_tcp(f"{'a' * 300}.example", 443, timeout=5)
+
     async def test_httpx2_errors_from_the_sdk_pool(self, serve: Serve, anyio_backend: str):
         """`Httpx2Pool` raises httpx2's exceptions, for the request and for its body.
 
@@ -341,6 +377,65 @@ class TestTLS:
             async with pool(ssl_context=client_context) as connections:
                 with anyio.fail_after(5), pytest.raises(httpcore2.ConnectTimeout):
                     await post(connections, f"https://127.0.0.1:{port}", connect=0.3)
+
+
+@contextlib.asynccontextmanager
+async def speaking_first(greeting: bytes | None) -> AsyncIterator[int]:
+    """A server that sends `greeting` as soon as a connection opens (None: closes it at once).
+
+    Yields its port.
+    """
+
+    async def handle(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            if greeting is None:
+                return
+            await stream.send(greeting)
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                while True:
+                    await stream.receive()
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handle)
+        yield listener.extra(anyio.abc.SocketAttribute.local_port)
+        tg.cancel_scope.cancel()
+
+
+async def readable(stream: httpcore2.AsyncNetworkStream) -> None:
+    """Wait until bytes or the end of the connection have arrived, unread."""
+    with anyio.fail_after(5):
+        while not stream.get_extra_info("is_readable"):  # noqa: ASYNC110 -- a state to poll
+            await anyio.sleep(0.01)
+
+
+class TestBeforeTheHandshake:
+    async def test_bytes_that_did_not_come_through_tls_are_refused(
+        self, tls: tuple[ssl.SSLContext, ssl.SSLContext], anyio_backend: str
+    ):
+        """Plain bytes waiting when TLS starts (a proxy's injection): a connect error.
+
+        Never bytes handed on as if they had been decrypted.
+        """
+        _, client_context = tls
+        async with speaking_first(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!") as port:
+            stream = await NativeAsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
+            await readable(stream)
+            with anyio.fail_after(5), pytest.raises(httpcore2.ConnectError):
+                await stream.start_tls(client_context, server_hostname="127.0.0.1", timeout=5)
+            await stream.aclose()
+
+    async def test_a_connection_closed_before_the_handshake(
+        self, tls: tuple[ssl.SSLContext, ssl.SSLContext], anyio_backend: str
+    ):
+        """The server closed first: a connect error at once, even with no time limit."""
+        _, client_context = tls
+        async with speaking_first(None) as port:
+            stream = await NativeAsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
+            await readable(stream)
+            with anyio.fail_after(5), pytest.raises(httpcore2.ConnectError):
+                await stream.start_tls(client_context, server_hostname="127.0.0.1", timeout=None)
+            await stream.aclose()
 
 
 async def test_the_sdk_default_sends_through_it(

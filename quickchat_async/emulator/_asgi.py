@@ -23,6 +23,7 @@ disconnection and stops, so no handler outlives its client.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from typing import Any, Protocol
@@ -51,13 +52,17 @@ class _Transport(Protocol):
 
     def close(self) -> None: ...
     def abort(self) -> None: ...
+    def is_closing(self) -> bool: ...
     def get_extra_info(self, name: str, default: Any = None) -> Any: ...  # noqa: ANN401
 
 
 def _server_transport(send: Send) -> _Transport | None:
     """The connection's transport, from uvicorn's `send` method; None under another server."""
     transport = getattr(getattr(send, "__self__", None), "transport", None)
-    if all(callable(getattr(transport, m, None)) for m in ("close", "abort", "get_extra_info")):
+    if all(
+        callable(getattr(transport, m, None))
+        for m in ("close", "abort", "is_closing", "get_extra_info")
+    ):
         return transport
     return None
 
@@ -113,10 +118,15 @@ def _body(data: bytes, *, more: bool) -> Message:
 
 def _cut(transport: _Transport, *, reset: bool) -> None:
     """End the connection now: with an RST if `reset`, else with a FIN after pending data."""
+    if transport.is_closing():  # the client left first: nothing to cut
+        return
     if reset:
         sock = transport.get_extra_info("socket")
-        if sock is not None:  # linger 0: close() sends an RST instead of a FIN
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # linger 0: close() sends an RST instead of a FIN. A socket the client's leaving closed
+        # meanwhile (EBADF) needs no reset.
+        with contextlib.suppress(OSError):
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         transport.abort()
     else:
         transport.close()

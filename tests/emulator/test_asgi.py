@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -306,6 +307,9 @@ class FakeTransport:
         self.ended = anyio.Event()
         self.how: str | None = None
 
+    def is_closing(self) -> bool:
+        return self.how is not None
+
     def close(self) -> None:
         self.how = "close"
         self.ended.set()
@@ -399,6 +403,19 @@ class TestConnectionActions:
         await self.run(service, FakeTransport(Socket()))
 
         assert len(options) == 1
+
+    async def test_reset_of_a_socket_closed_meanwhile(self, service: EmulatorService):
+        """The client's leaving closed the socket first (EBADF): the connection is aborted."""
+        service.faults.script([Fault("reset_mid_body", interval=0.0)])
+
+        class Closed:
+            def setsockopt(self, level: int, name: int, value: bytes) -> None:
+                raise OSError(errno.EBADF, "Bad file descriptor")
+
+        transport = FakeTransport(Closed())
+        await self.run(service, transport)
+
+        assert transport.how == "abort"
 
     async def test_client_gone_before_the_body(self, service: EmulatorService):
         """A client that disconnects while sending its body is not answered."""

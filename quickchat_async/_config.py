@@ -368,9 +368,13 @@ class ClientConfig:
 
 
 def _merged_headers(headers: dict[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    """`extra` over `headers`; a User-Agent in any spelling replaces the SDK's."""
-    if any(name.lower() == "user-agent" for name in extra):
-        for name in [name for name in headers if name.lower() == "user-agent"]:
-            del headers[name]
+    """`extra` over `headers`: a header of `extra`, in any spelling, replaces the same one.
+
+    HTTP header names are case-insensitive: ``accept`` replaces the SDK's ``Accept`` rather
+    than going out beside it.
+    """
+    replaced = {name.lower() for name in extra}
+    for name in [name for name in headers if name.lower() in replaced]:
+        del headers[name]
     headers.update(extra)
     return headers

@@ -190,6 +190,25 @@ class TestHeaders:
         assert agents == ["my-bot/1.0"]
         assert config.with_user_agent("quickchat-async/9 httpx2/9") is config
 
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [
+            ("accept", "application/json"),
+            ("CONTENT-TYPE", "application/json; charset=utf-8"),
+            ("accept-encoding", "identity"),
+        ],
+    )
+    def test_any_header_in_any_spelling_replaces_the_sdks(self, name, value):
+        """A header in default_headers or extra_headers replaces the SDK's, in any spelling.
+
+        One copy goes out, not two.
+        """
+        config = build(token=TOKEN, default_headers={name: value})
+        per_call = build(token=TOKEN).call({"extra_headers": {name: value}})
+
+        for headers in (config.headers, per_call.headers):
+            assert [v for k, v in headers.items() if k.lower() == name.lower()] == [value]
+
     def test_user_agent_names_the_engine(self):
         """A transport's User-Agent replaces the SDK's default one."""
         config = build(token=TOKEN).with_user_agent("quickchat-async/9 httpx2/9")

@@ -132,6 +132,12 @@ def _resolve(
             f"http_client must be an httpx2.{family.client_class} or an "
             f"httpx.{family.client_class}, not {type(http_client).__name__}."
         )
+    client = _httpx_client_class(transport)
+    if client is not None:  # it has send() and aclose() too, but sends an httpx request
+        raise ValidationError(
+            f"transport= got an {client}: pass an httpx client as http_client=, which the SDK "
+            "sends through (transport= takes a Transport, an engine's name, or a function)."
+        )
     if isinstance(transport, family.protocol) and not isinstance(transport, type):
         return transport, None
     make = _maker(family, transport, max_connections)
@@ -141,6 +147,16 @@ def _resolve(
             f"transport= made a {type(first).__name__}, which has no {family.needs}."
         )
     return first, make
+
+
+def _httpx_client_class(value: object) -> str | None:
+    """The name of the httpx or httpx2 client class `value` is an instance of, if any."""
+    for name in ("httpx2", "httpx"):
+        module = sys.modules.get(name)  # nobody holds an httpx client without importing httpx
+        for client_class in ("AsyncClient", "Client"):
+            if module is not None and isinstance(value, getattr(module, client_class)):
+                return f"{name}.{client_class}"
+    return None
 
 
 def _maker(family: _Family, transport: object, max_connections: int) -> Callable[[], object]:

@@ -117,3 +117,17 @@ class TestChoice:
         """An unknown engine, or an object that is no transport or client, is refused."""
         with pytest.raises(ValidationError, match=match):
             client(**options)
+
+    @pytest.mark.parametrize(
+        "make",
+        [httpx2.AsyncClient, httpx.AsyncClient, httpx2.Client, httpx.Client],
+        ids=["httpx2.AsyncClient", "httpx.AsyncClient", "httpx2.Client", "httpx.Client"],
+    )
+    def test_an_httpx_client_given_as_the_transport(self, make):
+        """An httpx client passed as transport= is refused when the client is made.
+
+        It has send() and aclose() too; the error points at http_client=, where it used to be a
+        bare AttributeError at the first turn.
+        """
+        with pytest.raises(ValidationError, match="as http_client="):
+            client(transport=make())

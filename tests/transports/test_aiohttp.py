@@ -21,6 +21,7 @@ from quickchat_async import (
     APIConnectionError,
     APITimeoutError,
     AsyncQuickchat,
+    AuthenticationError,
     ChatRequest,
     ClientClosedError,
     QuickchatError,
@@ -28,9 +29,9 @@ from quickchat_async import (
 )
 from quickchat_async._transports._aiohttp import _error
 from quickchat_async.testing import Emulator
-from tests.conftest import SCENARIO_ID, TOKEN
+from tests.conftest import API_KEY, SCENARIO_ID, TOKEN
 
-from .conftest import Serve, blackhole, ok_response
+from .conftest import Serve, blackhole, header_values, ok_response
 
 
 pytestmark = pytest.mark.anyio
@@ -89,6 +90,51 @@ class TestSession:
                     await transport.send(request)
 
         assert info.value.outcome_unknown
+
+    async def test_a_requests_headers_go_with_it_only(self, serve: Serve):
+        """Headers of one request never go out with the next.
+
+        Not a per-call extra header, and not one client's credential with another client's
+        request on a shared transport.
+        """
+
+        async def answer(stream: anyio.abc.SocketStream, _request: bytes) -> None:
+            await stream.send(ok_response())
+
+        server = await serve(answer)
+        transport = AiohttpTransport()
+        options = {"scenario_id": SCENARIO_ID, "base_url": server.url, "transport": transport}
+        async with (
+            AsyncQuickchat(token=TOKEN, **options) as current,  # type: ignore[arg-type]
+            AsyncQuickchat(api_key=API_KEY, **options) as legacy,  # type: ignore[arg-type]
+        ):
+            await current.say("first", extra_headers={"X-Tag": "this call only"})
+            await current.say("second")
+            await legacy.say("from the legacy client", conv_id="c-1")
+            await current.say("third")
+
+        first, second, from_legacy, third = server.requests
+        assert header_values(first, "X-Tag") == ["this call only"]
+        assert header_values(second, "X-Tag") == header_values(third, "X-Tag") == []
+        assert header_values(from_legacy, "Authorization") == []
+        assert header_values(third, "Authorization") == [f"Bearer {TOKEN}"]
+        assert server.connections == 1  # both sessions share the owned connections
+
+    async def test_callers_session_raising_for_status(self, served: Emulator):
+        """A caller's session made with raise_for_status=True: still the SDK's typed errors.
+
+        An error status is judged by the SDK (an auth failure here), not a connection error.
+        """
+        async with aiohttp.ClientSession(raise_for_status=True) as session:
+            client = AsyncQuickchat(
+                token="not-the-token",
+                scenario_id=SCENARIO_ID,
+                base_url=served.base_url,
+                transport=AiohttpTransport(session),
+            )
+            async with client:
+                with pytest.raises(AuthenticationError):
+                    await client.say("Hello")
 
     async def test_closed_transport_refuses(self):
         """A closed transport raises ClientClosedError; closing twice is harmless."""
@@ -263,3 +309,59 @@ class TestErrorMapping:
 
         assert "malformed" in error.message
         assert not error.outcome_unknown
+
+
+def chain(error: BaseException) -> list[BaseException]:
+    """An exception and every exception it holds as its cause or its context, suppressed too."""
+    found: list[BaseException] = []
+    waiting: list[BaseException | None] = [error]
+    while waiting:
+        current = waiting.pop()
+        if current is not None and current not in found:
+            found.append(current)
+            waiting += [current.__cause__, current.__context__]
+    return found
+
+
+class TestNoCredentialInTheChain:
+    async def test_a_malformed_reply(self, serve: Serve):
+        """aiohttp's response errors carry the request's headers (request_info): not chained."""
+
+        async def garbage(stream: anyio.abc.SocketStream, _request: bytes) -> None:
+            await stream.send(b"NOT HTTP\r\n\r\n")
+
+        server = await serve(garbage)
+        async with AiohttpTransport() as transport:
+            with pytest.raises(APIConnectionError) as info:
+                await transport.send(chat_request(server.url))
+
+        for exc in chain(info.value):
+            assert TOKEN not in repr(exc)
+            assert TOKEN not in repr(getattr(exc, "request_info", None))
+
+    async def test_a_deadline(self, serve: Serve):
+        """The cancellation a deadline turns into a timeout keeps no frame with the request."""
+
+        async def silent(stream: anyio.abc.SocketStream, _request: bytes) -> None:
+            await anyio.sleep_forever()
+
+        server = await serve(silent)
+        legacy = ChatRequest(  # the legacy flavor: the api_key is in the body
+            f"{server.url}/chat",
+            {"Content-Type": "application/json"},
+            b'{"api_key":"%s","scenario_id":"%s","text":"Hi"}'
+            % (API_KEY.encode(), SCENARIO_ID.encode()),
+            Timeout(total=0.2),
+        )
+        async with AiohttpTransport() as transport:
+            with pytest.raises(APITimeoutError) as info:
+                await transport.send(legacy)
+
+        for exc in chain(info.value):
+            frame_locals = []
+            traceback = exc.__traceback__
+            while traceback is not None:
+                if traceback.tb_frame is not sys._getframe():
+                    frame_locals.append(repr(traceback.tb_frame.f_locals))
+                traceback = traceback.tb_next
+            assert not any(API_KEY in text for text in frame_locals)

@@ -25,8 +25,8 @@ from quickchat_async._models import HTTPResponse
 from quickchat_async._version import __version__
 from quickchat_async._wire import ChatRequest, ErrorTable, classify, deadline_error
 
-from ._base import BaseTransport, scrubbed
-from ._decoding import BoundedDecoder, UndecodableError
+from ._base import BaseTransport, CappedBody, scrubbed
+from ._decoding import UndecodableError
 
 
 if TYPE_CHECKING:
@@ -403,31 +403,21 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[by
     """Read at most `limit` bytes of the decoded body; say whether more was left unread.
 
     `send` reads a body of a known, small enough length itself. The body arrives raw
-    (`auto_decompress=False`) and is inflated here, never past the limit (`BoundedDecoder`).
+    (`auto_decompress=False`) and is inflated within the limit (`CappedBody`).
 
     Raises:
         aiohttp.ClientPayloadError: an encoding the SDK does not decode, or corrupt data.
     """
     import aiohttp  # noqa: PLC0415 -- an optional extra
 
-    encoding = response.headers.get("Content-Encoding", "")
     try:
-        decoder = BoundedDecoder(encoding) if encoding else None
+        body = CappedBody(limit, response.headers.get("Content-Encoding", ""))
+        stream = response.content
+        while raw := await stream.readany():
+            if body.add(raw):
+                response.close()  # the rest is never read: the connection cannot be reused
+                break
+        return body.content()
     except UndecodableError as exc:
         response.close()
         raise aiohttp.ClientPayloadError(f"Could not decode the body: {exc}") from None
-    chunks: list[bytes] = []
-    size = 0
-    stream = response.content
-    while raw := await stream.readany():
-        try:
-            chunk = raw if decoder is None else decoder.feed(raw, limit - size + 1)
-        except UndecodableError as exc:
-            response.close()
-            raise aiohttp.ClientPayloadError(f"Could not decode the body: {exc}") from None
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            response.close()  # the rest is never read: the connection cannot be reused
-            return b"".join(chunks)[:limit], True
-    return b"".join(chunks), False

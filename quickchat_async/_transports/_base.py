@@ -154,13 +154,25 @@ class CappedBody:
             UndecodableError: corrupt compressed data.
         """
         decoder = self._decoder
-        chunk = raw if decoder is None else decoder.feed(raw, self._limit - self._size + 1)
+        return self._keep(
+            raw if decoder is None else decoder.feed(raw, self._limit - self._size + 1)
+        )
+
+    def _keep(self, chunk: bytes) -> bool:
+        """Keep a chunk already decoded; True once more than the limit is kept."""
         self._chunks.append(chunk)
         self._size += len(chunk)
         return self._size > self._limit
 
     def content(self) -> tuple[bytes, bool]:
-        """The body (cut at the limit), and whether it was cut."""
+        """The body (cut at the limit), and whether it was cut.
+
+        Raises:
+            UndecodableError: a compressed body whose data is corrupt or cut short.
+        """
+        decoder = self._decoder
+        if decoder is not None and self._size <= self._limit:
+            self._keep(decoder.finish(self._limit - self._size + 1))
         body = b"".join(self._chunks)
         if self._size > self._limit:
             return body[: self._limit], True

@@ -27,19 +27,38 @@ class UndecodableError(Exception):
 
 
 class _Inflate:
-    """One zlib stage: gzip, or deflate (zlib-wrapped, or raw as some servers send it)."""
+    """One zlib stage: gzip, or deflate (zlib-wrapped, or raw as some servers send it).
 
-    __slots__ = ("_decompressor", "_raw_fallback")
+    Input that zlib could not inflate within the room it was given (`unconsumed_tail`) is kept
+    and goes first the next time: a stage of stacked encodings often stops there.
+    """
+
+    __slots__ = ("_decompressor", "_fed", "_raw_fallback")
 
     def __init__(self, encoding: str) -> None:
         gzip = encoding in {"gzip", "x-gzip"}
         self._decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS)
         self._raw_fallback = not gzip
+        self._fed = False
+
+    @property
+    def backlog(self) -> int:
+        """How many bytes of input wait for room to be inflated."""
+        return len(self._decompressor.unconsumed_tail)
+
+    @property
+    def ended(self) -> bool:
+        """Whether the compressed stream came to its end (or no byte of it came at all)."""
+        return self._decompressor.eof or not self._fed
 
     def feed(self, data: bytes, room: int) -> bytes:
-        """Inflate `data`, returning at most `room` bytes (`room` reached: the rest is dropped)."""
+        """Inflate `data` after the input kept from before, returning at most `room` bytes."""
+        decompressor = self._decompressor
+        if decompressor.unconsumed_tail:
+            data = decompressor.unconsumed_tail + data
+        self._fed = self._fed or bool(data)
         try:
-            return self._decompressor.decompress(data, room)
+            return decompressor.decompress(data, room)
         except zlib.error as exc:
             if not self._raw_fallback:
                 raise UndecodableError(f"corrupt compressed data ({exc})") from None
@@ -75,7 +94,33 @@ class BoundedDecoder:
         self._stages = [_Inflate(name) for name in reversed(names)]
 
     def feed(self, data: bytes, room: int) -> bytes:
-        """The decoded bytes of `data`: at most `room` of them (more exist if it returns `room`)."""
+        """The decoded bytes of `data`: at most `room` of them (more exist if it returns `room`).
+
+        What a stage could not inflate within `room` waits for the next call, or `finish`.
+
+        Raises:
+            UndecodableError: corrupt compressed data.
+        """
         for stage in self._stages:
             data = stage.feed(data, room)
         return data
+
+    def finish(self, room: int) -> bytes:
+        """At the end of the body: the decoded bytes still held back, at most `room` of them.
+
+        Raises:
+            UndecodableError: corrupt compressed data, or a compressed stream cut short (the
+                body ended before it did).
+        """
+        out: list[bytes] = []
+        left = room
+        while left > 0:
+            backlog = [stage.backlog for stage in self._stages]
+            chunk = self.feed(b"", left)
+            out.append(chunk)
+            left -= len(chunk)
+            if not chunk and backlog == [stage.backlog for stage in self._stages]:
+                break  # nothing more comes out
+        if left > 0 and not all(stage.ended for stage in self._stages):
+            raise UndecodableError("compressed data cut short: the body ended before it did")
+        return b"".join(out)

@@ -390,6 +390,18 @@ def _body(response: Any, limit: int, engine: Engine) -> CappedBody:  # noqa: ANN
         raise _undecodable(engine, response, exc) from None
 
 
+def _content(body: CappedBody, response: Any, engine: Engine) -> tuple[bytes, bool]:  # noqa: ANN401
+    """The body read, and whether it was cut at the limit.
+
+    Raises:
+        DecodingError: the library's, for compressed data that is corrupt or cut short.
+    """
+    try:
+        return body.content()
+    except UndecodableError as exc:
+        raise _undecodable(engine, response, exc) from None
+
+
 def _undecodable(engine: Engine, response: Any, exc: UndecodableError) -> Exception:  # noqa: ANN401
     """The library's own DecodingError for a body the SDK cannot decode."""
     return cast("Exception", engine.module.DecodingError(str(exc), request=response.request))
@@ -428,7 +440,7 @@ async def _read_capped(
             if full:
                 await _abandon(response, stream, limit, engine.module.HTTPError)
                 break
-    return body.content()
+    return _content(body, response, engine)
 
 
 async def _abandon(
@@ -579,4 +591,4 @@ def _read_within(
             raise _undecodable(engine, response, exc) from None
         if limits.expired():
             raise TimeoutError("the body was still arriving when the deadline ran out")
-    return body.content()
+    return _content(body, response, engine)

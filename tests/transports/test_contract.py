@@ -114,6 +114,23 @@ class TestOnTheWire:
             else:
                 assert len((await client.say("Hello")).text) == size
 
+    @pytest.mark.parametrize("fault", ["cut short", "corrupt"])
+    async def test_compressed_body_that_does_not_decode(self, serve: Serve, transport_name, fault):
+        """A gzip body cut short or corrupt, in a well-framed response, is a typed error."""
+        whole = gzip.compress(b'{"conv_id":"c","reply":"' + b"a" * 1000 + b'"}')
+        body = whole[:-12] if fault == "cut short" else whole[:10] + b"\xff" * 20 + whole[30:]
+
+        async def gzipped(stream, request):
+            await stream.send(ok_response(body, b"Content-Encoding: gzip"))
+
+        server = await serve(gzipped)
+        async with client_for(server.url, transport_name) as client:
+            with pytest.raises(APIConnectionError, match="decode") as info:
+                await client.say("Hello")
+
+        assert info.value.outcome_unknown
+        assert len(server.requests) == 1  # the server may have recorded it: not resent
+
     @pytest.mark.parametrize("declared", [True, False])
     async def test_body_capped(self, serve: Serve, transport_name, declared):
         """A body over the limit, with its length declared or not, is cut at the limit."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import random
 import zlib
 
 import pytest
 
+from quickchat_async._transports._base import CappedBody
 from quickchat_async._transports._decoding import BoundedDecoder, UndecodableError
 
 
@@ -45,6 +47,36 @@ class TestEncodings:
         assert len(BoundedDecoder("gzip").feed(bomb, 1000)) == 1000
 
 
+class TestWithinTheRoom:
+    """What a stage cannot inflate within the room it is given waits, and is never lost."""
+
+    #: Hardly compressible: each stage's output is about as large as the body.
+    NOISE = random.Random(12).randbytes(50_000)  # noqa: S311 -- test data, not a secret
+
+    @pytest.mark.parametrize("encoding", ["gzip", "deflate, gzip", "gzip, gzip"])
+    def test_a_body_as_large_as_the_cap_comes_whole(self, encoding: str) -> None:
+        body = gzip.compress(self.NOISE)
+        if encoding != "gzip":
+            inner = zlib.compress if encoding.startswith("deflate") else gzip.compress
+            body = gzip.compress(inner(self.NOISE))
+        capped = CappedBody(len(self.NOISE), encoding)
+        for i in range(0, len(body), 1000):
+            assert not capped.add(body[i : i + 1000])
+        assert capped.content() == (self.NOISE, False)
+
+    def test_small_rooms_lose_nothing(self) -> None:
+        decoder = BoundedDecoder("gzip, gzip")
+        body = gzip.compress(gzip.compress(self.NOISE))
+        out = [decoder.feed(body[i : i + 4096], 1000) for i in range(0, len(body), 4096)]
+        rest = decoder.finish(len(self.NOISE))
+        assert b"".join(out) + rest == self.NOISE
+
+    def test_the_end_gives_no_more_than_the_room(self) -> None:
+        decoder = BoundedDecoder("gzip")
+        assert len(decoder.feed(gzip.compress(b"0" * 100_000), 10)) == 10
+        assert len(decoder.finish(1000)) == 1000  # more held back: not an error
+
+
 class TestRefused:
     def test_an_encoding_not_asked_for(self) -> None:
         with pytest.raises(UndecodableError, match="'br'"):
@@ -61,3 +93,22 @@ class TestRefused:
     def test_deflate_that_is_neither_zlib_nor_raw(self) -> None:
         with pytest.raises(UndecodableError, match="corrupt compressed data"):
             BoundedDecoder("deflate").feed(b"\xff\xff\xff\xff not deflate", 1000)
+
+    @pytest.mark.parametrize(
+        ("encoding", "whole"),
+        [
+            ("gzip", gzip.compress(TEXT)),
+            ("deflate", zlib.compress(TEXT)),
+            ("deflate", raw_deflate(TEXT)),
+            ("gzip, gzip", gzip.compress(gzip.compress(TEXT))),
+        ],
+        ids=["gzip", "zlib deflate", "raw deflate", "gzip twice"],
+    )
+    def test_a_stream_cut_short(self, encoding: str, whole: bytes) -> None:
+        capped = CappedBody(1 << 20, encoding)
+        capped.add(whole[: len(whole) - 6])
+        with pytest.raises(UndecodableError, match="cut short"):
+            capped.content()
+
+    def test_an_empty_body_is_empty_whatever_its_encoding(self) -> None:
+        assert CappedBody(100, "gzip").content() == (b"", False)

@@ -411,7 +411,8 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[by
     import aiohttp  # noqa: PLC0415 -- an optional extra
 
     try:
-        body = CappedBody(limit, response.headers.get("Content-Encoding", ""))
+        encoding = response.headers.get("Content-Encoding", "")
+        body = CappedBody(limit, encoding, status=response.status)
         stream = response.content
         while raw := await stream.readany():
             if body.add(raw):

@@ -19,7 +19,7 @@ import anyio.abc
 from quickchat_async._models import HTTPResponse
 from quickchat_async._wire import ChatRequest
 
-from ._decoding import BoundedDecoder
+from ._decoding import BoundedDecoder, UndecodableError
 
 
 if TYPE_CHECKING:
@@ -129,34 +129,53 @@ class CappedBody:
     """A response body as it arrives: inflated if compressed, and kept up to a limit.
 
     A compressed body is inflated here (`BoundedDecoder`), never past the limit: an engine's own
-    decoder would inflate each chunk whole, however large it grows.
+    decoder would inflate each chunk whole, however large it grows. An error reply (a status
+    other than 2xx) keeps its status whatever its body: one that cannot be decoded is dropped
+    (read no further, kept empty), so that a 429 is still retried and a 401 still says so.
 
     Args:
         limit: `max_response_bytes`.
         content_encoding: the response's Content-Encoding ("" for none).
+        status: the response's status code.
 
     Raises:
-        UndecodableError: an encoding the SDK does not decode.
+        UndecodableError: a 2xx in an encoding the SDK does not decode.
     """
 
-    __slots__ = ("_chunks", "_decoder", "_limit", "_size")
+    __slots__ = ("_chunks", "_decoder", "_dropped", "_limit", "_size", "_strict")
 
-    def __init__(self, limit: int, content_encoding: str = "") -> None:
-        self._decoder = BoundedDecoder(content_encoding) if content_encoding else None
+    def __init__(self, limit: int, content_encoding: str = "", *, status: int = 200) -> None:
         self._chunks: list[bytes] = []
         self._limit = limit
         self._size = 0
+        self._strict = 200 <= status < 300  # noqa: PLR2004 -- the success range
+        self._dropped = False
+        self._decoder: BoundedDecoder | None = None
+        if content_encoding:
+            try:
+                self._decoder = BoundedDecoder(content_encoding)
+            except UndecodableError:
+                if self._strict:
+                    raise
+                self._dropped = True
 
     def add(self, raw: bytes) -> bool:
         """Keep a chunk as it came; True once more than the limit has arrived (read no further).
 
         Raises:
-            UndecodableError: corrupt compressed data.
+            UndecodableError: corrupt compressed data in a 2xx.
         """
         decoder = self._decoder
-        return self._keep(
-            raw if decoder is None else decoder.feed(raw, self._limit - self._size + 1)
-        )
+        if decoder is None:
+            return self._dropped or self._keep(raw)
+        try:
+            chunk = decoder.feed(raw, self._limit - self._size + 1)
+        except UndecodableError:
+            if self._strict:
+                raise
+            self._drop()
+            return True
+        return self._keep(chunk)
 
     def _keep(self, chunk: bytes) -> bool:
         """Keep a chunk already decoded; True once more than the limit is kept."""
@@ -164,15 +183,24 @@ class CappedBody:
         self._size += len(chunk)
         return self._size > self._limit
 
+    def _drop(self) -> None:
+        """An error reply's body that cannot be decoded: keep none of it."""
+        self._decoder, self._chunks, self._size, self._dropped = None, [], 0, True
+
     def content(self) -> tuple[bytes, bool]:
         """The body (cut at the limit), and whether it was cut.
 
         Raises:
-            UndecodableError: a compressed body whose data is corrupt or cut short.
+            UndecodableError: a 2xx whose compressed data is corrupt or cut short.
         """
         decoder = self._decoder
         if decoder is not None and self._size <= self._limit:
-            self._keep(decoder.finish(self._limit - self._size + 1))
+            try:
+                self._keep(decoder.finish(self._limit - self._size + 1))
+            except UndecodableError:
+                if self._strict:
+                    raise
+                self._drop()
         body = b"".join(self._chunks)
         if self._size > self._limit:
             return body[: self._limit], True

@@ -262,7 +262,9 @@ def _read_capped(response: HTTPSocketPoolResponse, limit: int) -> tuple[bytes, b
     encoding = response.get("content-encoding")
     try:
         body = CappedBody(
-            limit, encoding if isinstance(encoding, str) else ",".join(encoding or ())
+            limit,
+            encoding if isinstance(encoding, str) else ",".join(encoding or ()),
+            status=response.status_code,
         )
     except UndecodableError:
         response.release()

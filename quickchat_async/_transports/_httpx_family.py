@@ -385,7 +385,9 @@ def _body(response: Any, limit: int, engine: Engine) -> CappedBody:  # noqa: ANN
         DecodingError: the library's, for an encoding the SDK does not decode.
     """
     try:
-        return CappedBody(limit, response.headers.get("content-encoding", ""))
+        return CappedBody(
+            limit, response.headers.get("content-encoding", ""), status=response.status_code
+        )
     except UndecodableError as exc:
         raise _undecodable(engine, response, exc) from None
 

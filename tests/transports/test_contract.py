@@ -131,6 +131,40 @@ class TestOnTheWire:
         assert info.value.outcome_unknown
         assert len(server.requests) == 1  # the server may have recorded it: not resent
 
+    @pytest.mark.parametrize(
+        "encoded",
+        [
+            (b"br", b"\x8b\x02\x80busy\x03"),
+            (b"gzip", b"\x1f\x8b not gzip at all"),
+            (b"gzip", gzip.compress(b'{"error": "busy"}')[:-12]),
+        ],
+        ids=["unknown encoding", "corrupt", "cut short"],
+    )
+    async def test_error_reply_that_does_not_decode_keeps_its_status(
+        self, serve: Serve, transport_name, encoded
+    ):
+        """A 503 or 401 whose body cannot be decoded is still that status: retried, or named."""
+        encoding, body = encoded
+        answers = iter([b"503 Service Unavailable", b"401 Unauthorized"])
+
+        async def failing(stream, request):
+            await stream.send(
+                b"HTTP/1.1 "
+                + next(answers)
+                + b"\r\nContent-Encoding: "
+                + encoding
+                + f"\r\nRetry-After: 0\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+
+        server = await serve(failing)
+        async with client_for(server.url, transport_name, max_retries=1) as client:
+            with pytest.raises(AuthenticationError) as info:
+                await client.say("Hello")
+
+        assert len(server.requests) == 2  # the 503 was retried
+        assert info.value.status_code == 401
+
     @pytest.mark.parametrize("declared", [True, False])
     async def test_body_capped(self, serve: Serve, transport_name, declared):
         """A body over the limit, with its length declared or not, is cut at the limit."""

@@ -280,12 +280,17 @@ class AiohttpTransport(BaseTransport):
 
         Raises:
             APIConnectionError: no complete response (`APITimeoutError` for deadlines).
-            ClientClosedError: the transport was closed.
+            ClientClosedError: the transport, or the caller's session, was closed.
             RuntimeError: not running on asyncio.
         """
         if self._closed:
             raise ClientClosedError("This AiohttpTransport is closed.")
         session = self._session or self._open(request)
+        if session.closed:  # a caller's, closed: aiohttp would raise a bare RuntimeError
+            raise ClientClosedError(
+                "The aiohttp.ClientSession this AiohttpTransport sends through is closed. Keep "
+                "it open while the client uses it, or leave the session to the transport."
+            )
         same_headers = request.headers is self._session_headers
         if not same_headers and self._session_headers is not None:
             session = self._plain_session(session)

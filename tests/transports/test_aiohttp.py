@@ -81,6 +81,17 @@ class TestSession:
             await handed.aclose()
             assert session.closed
 
+    async def test_callers_closed_session(self, served: Emulator):
+        """A caller's session closed under the client is ClientClosedError: nothing was sent."""
+        session = aiohttp.ClientSession()
+        async with served.client(transport=AiohttpTransport(session)) as client:
+            await session.close()
+            with pytest.raises(ClientClosedError, match=r"ClientSession .* is closed") as info:
+                await client.say("Hello")
+
+        assert not info.value.outcome_unknown
+        assert served.stats().requests == 0
+
     async def test_callers_session_cannot_tell_connecting(self):
         """With a caller's session, a deadline hit while connecting counts as maybe sent."""
         with blackhole() as port:

@@ -13,6 +13,7 @@ import email.utils
 import json
 import math
 import re
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from typing import Final, TypeAlias, cast
@@ -538,6 +539,24 @@ _UNKNOWN_ADVICE = (
 )
 
 
+_UNTRUSTED_ADVICE = (
+    "The server's certificate is not signed by an authority this machine trusts: for a private "
+    "one, point SSL_CERT_FILE at its bundle, or pass an http_client verifying with it."
+)
+
+
+def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind `exc`, if any (some engines wrap it in errors without a message)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def connection_error(
     *,
     url: str,
@@ -546,10 +565,19 @@ def connection_error(
     sent: bool,
     timeout: bool = False,
 ) -> APIConnectionError:
-    """Build the error for a failed exchange; `sent` says whether the request may have gone out."""
+    """Build the error for a failed exchange; `sent` says whether the request may have gone out.
+
+    The message names the engine's error and its text, or the text of the TLS error behind it;
+    a certificate no trusted authority signed adds how to trust one.
+    """
     detail = str(cause).strip()
+    tls = _tls_failure(cause)
+    if not detail and tls is not None:
+        detail = str(tls).strip()
     reason = f"{type(cause).__name__}: {detail}" if detail else type(cause).__name__
     advice = _UNKNOWN_ADVICE if sent else _UNSENT_ADVICE
+    if isinstance(tls, ssl.SSLCertVerificationError):
+        advice = f"{_UNTRUSTED_ADVICE} {advice}"
     cls = APITimeoutError if timeout else APIConnectionError
     return cls(f"The SDK {action} {url} ({reason}). {advice}", url=url, outcome_unknown=sent)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import json
 import math
+import ssl
 import time
 from typing import Any
 
@@ -637,6 +638,27 @@ class TestConnectionErrors:
         assert error.outcome_unknown
         assert f"lost the connection to {URL} (OSError)." in error.message
         assert "may or may not have recorded the message" in error.message
+
+    @pytest.mark.parametrize("verify", [True, False])
+    def test_tls_failure_behind_a_silent_error(self, verify):
+        """An engine error without a message borrows the TLS error's behind it.
+
+        A certificate that no trusted authority signed also says how to trust one.
+        """
+        tls = (
+            ssl.SSLCertVerificationError(1, "certificate verify failed")
+            if verify
+            else (ssl.SSLError(1, "wrong version number"))
+        )
+        silent = ConnectionError()
+        silent.__context__ = OSError()
+        silent.__context__.__cause__ = tls
+
+        error = connection_error(url=URL, action="could not connect to", cause=silent, sent=False)
+
+        assert f"(ConnectionError: {tls})" in error.message
+        assert ("point SSL_CERT_FILE at its bundle" in error.message) is verify
+        assert error.message.endswith("Check base_url and the network, then try again.")
 
     def test_deadline(self):
         """The per-attempt deadline is an APITimeoutError that names it."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import time
 import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
@@ -97,14 +98,23 @@ class Engine:
             raise deadline_error(url=url, cause=exc, sent=may_be_sent()) from scrubbed(exc)
 
 
-@functools.cache
 def tls_context(module: ModuleType) -> ssl.SSLContext:
     """The TLS context of the engine clients the SDK makes: the engine's default, made once.
 
     Building one (the system's trust store, or `SSL_CERT_FILE` and `SSL_CERT_DIR`) takes some
     20 ms, and a client makes an engine client for each event loop it runs on: with
-    `asyncio.run()` per call, that would be 20 ms a call.
+    `asyncio.run()` per call, that would be 20 ms a call. It is made again when either
+    variable changes.
     """
+    return _tls_context(module, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.lru_cache(maxsize=8)
+def _tls_context(
+    module: ModuleType,
+    cert_file: str | None,  # noqa: ARG001 -- a key of the cache: the engine reads the variable
+    cert_dir: str | None,  # noqa: ARG001
+) -> ssl.SSLContext:
     return cast("ssl.SSLContext", module.create_ssl_context())
 
 

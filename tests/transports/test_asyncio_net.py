@@ -20,7 +20,7 @@ import httpx2
 import pytest
 import trustme
 
-from quickchat_async import AsyncQuickchat
+from quickchat_async import APIConnectionError, AsyncQuickchat
 from quickchat_async._transports._asyncio_net import NativeAsyncioBackend
 from quickchat_async._transports._httpx2 import Httpx2Pool
 from tests.conftest import SCENARIO_ID, TOKEN
@@ -377,6 +377,39 @@ class TestTLS:
             async with pool(ssl_context=client_context) as connections:
                 with anyio.fail_after(5), pytest.raises(httpcore2.ConnectTimeout):
                     await post(connections, f"https://127.0.0.1:{port}", connect=0.3)
+
+
+class TestTrustedAuthorities:
+    async def test_ssl_cert_file_names_them(self, tmp_path, monkeypatch, anyio_backend: str):
+        """The default engine trusts the system's store; SSL_CERT_FILE names another bundle.
+
+        Set after a client was made without it, it still applies to the next client.
+        """
+        authority = trustme.CA()
+        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        authority.issue_cert("127.0.0.1").configure_cert(server_context)
+        bundle = tmp_path / "ca.pem"
+        authority.cert_pem.write_to_path(str(bundle))
+
+        async def handle(stream: anyio.abc.ByteStream) -> None:
+            async with stream:
+                with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                    while True:
+                        await read_request(stream)  # type: ignore[arg-type]
+                        await stream.send(ok_response())
+
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+        async with tls_server(server_context, handle) as url:
+            async with AsyncQuickchat(token=TOKEN, scenario_id=SCENARIO_ID, base_url=url) as client:
+                with pytest.raises(APIConnectionError, match="CERTIFICATE_VERIFY_FAILED") as caught:
+                    await client.say("Hello")
+                assert not caught.value.outcome_unknown
+                assert "point SSL_CERT_FILE at its bundle" in caught.value.message
+
+            monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+            async with AsyncQuickchat(token=TOKEN, scenario_id=SCENARIO_ID, base_url=url) as client:
+                assert (await client.say("Hello")).text == "Hi!"
 
 
 @contextlib.asynccontextmanager

@@ -36,11 +36,11 @@ __all__ = ["AiohttpTransport"]
 
 _INSTALL: Final = (
     "The aiohttp transport needs aiohttp: pip install 'quickchat-async[aiohttp]' "
-    "(or use the default transport='httpx')."
+    "(or leave out transport= for the default engine, httpx2)."
 )
 _ASYNCIO_ONLY: Final = (
-    "The aiohttp transport runs on asyncio only, not on {library}: use the default "
-    "transport='httpx', which runs on asyncio and trio."
+    "The aiohttp transport runs on asyncio only, not on {library}: leave out transport= for "
+    "the default engine, httpx2, which runs on asyncio and trio."
 )
 
 

@@ -251,8 +251,10 @@ class TestDeadlines:
 class TestAsyncioOnly:
     @pytest.mark.parametrize("anyio_backend", ["trio"])
     async def test_refused_on_trio(self):
-        """Under trio, the aiohttp transport says to use another engine."""
-        with pytest.raises(RuntimeError, match="asyncio only, not on trio"):
+        """Under trio, the aiohttp transport says to use the default engine."""
+        with pytest.raises(
+            RuntimeError, match=r"asyncio only, not on trio.* default engine, httpx2"
+        ):
             AsyncQuickchat(token=TOKEN, scenario_id=SCENARIO_ID, transport="aiohttp")
 
     def test_refused_on_trio_at_first_send(self):
@@ -277,7 +279,9 @@ class TestAsyncioOnly:
         """Without aiohttp installed, choosing it names the extra to install."""
         monkeypatch.setitem(sys.modules, "aiohttp", None)
 
-        with pytest.raises(ImportError, match=r"quickchat-async\[aiohttp\]"):
+        with pytest.raises(
+            ImportError, match=r"quickchat-async\[aiohttp\].* default engine, httpx2"
+        ):
             AsyncQuickchat(token=TOKEN, scenario_id=SCENARIO_ID, transport="aiohttp")
 
 

@@ -546,14 +546,22 @@ _UNTRUSTED_ADVICE = (
 
 
 def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
-    """The TLS error behind `exc`, if any (some engines wrap it in errors without a message)."""
+    """The TLS error behind `exc`, if any (some engines wrap it in errors without a message).
+
+    Only links the engine made are followed: a cause, or the context of an error raised
+    ``from None``. The context of any other error may be the caller's own exception, being
+    handled when the caller sent the message.
+    """
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         if isinstance(current, ssl.SSLError):
             return current
         seen.add(id(current))
-        current = current.__cause__ or current.__context__
+        if current.__cause__ is not None:
+            current = current.__cause__
+        else:
+            current = current.__context__ if current.__suppress_context__ else None
     return None
 
 

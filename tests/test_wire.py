@@ -650,8 +650,8 @@ class TestConnectionErrors:
             if verify
             else (ssl.SSLError(1, "wrong version number"))
         )
-        silent = ConnectionError()
-        silent.__context__ = OSError()
+        silent = ConnectionError()  # as an engine raises it: `raise ... from None`, in a handler
+        silent.__context__, silent.__suppress_context__ = OSError(), True
         silent.__context__.__cause__ = tls
 
         error = connection_error(url=URL, action="could not connect to", cause=silent, sent=False)
@@ -659,6 +659,17 @@ class TestConnectionErrors:
         assert f"(ConnectionError: {tls})" in error.message
         assert ("point SSL_CERT_FILE at its bundle" in error.message) is verify
         assert error.message.endswith("Check base_url and the network, then try again.")
+
+    def test_the_callers_own_tls_error_is_not_borrowed(self):
+        """An error raised while the caller handled its own TLS error does not take its text."""
+        refused = ConnectionRefusedError()
+        refused.__context__ = ssl.SSLCertVerificationError(1, "the caller's own, unrelated")
+
+        error = connection_error(url=URL, action="could not connect to", cause=refused, sent=False)
+
+        assert "(ConnectionRefusedError)" in error.message
+        assert "unrelated" not in error.message
+        assert "SSL_CERT_FILE" not in error.message
 
     def test_deadline(self):
         """The per-attempt deadline is an APITimeoutError that names it."""

@@ -153,7 +153,7 @@ class CappedBody:
         self._decoder: BoundedDecoder | None = None
         if content_encoding:
             try:
-                self._decoder = BoundedDecoder(content_encoding)
+                self._decoder = BoundedDecoder(content_encoding, limit=limit)
             except UndecodableError:
                 if self._strict:
                     raise

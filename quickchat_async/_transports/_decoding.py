@@ -20,6 +20,10 @@ __all__ = ["ACCEPT_ENCODING", "BoundedDecoder", "UndecodableError"]
 ACCEPT_ENCODING: Final = "gzip, deflate"
 #: The most encodings one body may stack ("gzip, gzip" is two).
 _MAX_STAGES: Final = 3
+#: What an inner stage of stacked encodings may put out beyond twice the cap: compressed data is
+#: hardly ever larger than what it inflates to, so more means a body crafted to waste work.
+_SLACK: Final = 64 * 1024
+_GZIP_WBITS: Final = 16 + zlib.MAX_WBITS
 
 
 class UndecodableError(Exception):
@@ -30,56 +34,99 @@ class _Inflate:
     """One zlib stage: gzip, or deflate (zlib-wrapped, or raw as some servers send it).
 
     Input that zlib could not inflate within the room it was given (`unconsumed_tail`) is kept
-    and goes first the next time: a stage of stacked encodings often stops there.
+    and goes first the next time. A gzip body of several members is read member after member;
+    bytes after the end of the stream (padding, garbage) are dropped, as httpx and urllib3 do.
     """
 
-    __slots__ = ("_decompressor", "_fed", "_raw_fallback")
+    __slots__ = ("_decompressor", "_fed", "_gzip", "_head", "_members", "_over")
 
     def __init__(self, encoding: str) -> None:
-        gzip = encoding in {"gzip", "x-gzip"}
-        self._decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS)
-        self._raw_fallback = not gzip
+        self._gzip = encoding in {"gzip", "x-gzip"}
+        self._decompressor = zlib.decompressobj(_GZIP_WBITS if self._gzip else zlib.MAX_WBITS)
+        #: For "deflate": the first bytes, until zlib has accepted its 2-byte header; replayed
+        #: as raw deflate if it refuses them. None once the header is settled.
+        self._head: bytes | None = None if self._gzip else b""
         self._fed = False
-
-    @property
-    def backlog(self) -> int:
-        """How many bytes of input wait for room to be inflated."""
-        return len(self._decompressor.unconsumed_tail)
+        #: The stream ended, and what follows is dropped.
+        self._over = False
+        #: gzip members read whole before the current one.
+        self._members = 0
 
     @property
     def ended(self) -> bool:
         """Whether the compressed stream came to its end (or no byte of it came at all)."""
-        return self._decompressor.eof or not self._fed
+        return self._over or self._decompressor.eof or not self._fed
 
     def feed(self, data: bytes, room: int) -> bytes:
         """Inflate `data` after the input kept from before, returning at most `room` bytes."""
-        decompressor = self._decompressor
-        if decompressor.unconsumed_tail:
-            data = decompressor.unconsumed_tail + data
-        self._fed = self._fed or bool(data)
-        try:
-            return decompressor.decompress(data, room)
-        except zlib.error as exc:
-            if not self._raw_fallback:
-                raise UndecodableError(f"corrupt compressed data ({exc})") from None
-            self._raw_fallback = False  # "deflate" as raw deflate, without the zlib header
+        out: list[bytes] = []
+        while not self._over:
+            decompressor = self._decompressor
+            if decompressor.eof:
+                data = self._next_member(data)
+                if not data:
+                    break
+                decompressor = self._decompressor
+            elif decompressor.unconsumed_tail:
+                data = decompressor.unconsumed_tail + data
+            self._fed = self._fed or bool(data)
+            if self._head is not None:
+                self._head += data
+            try:
+                out.append(decompressor.decompress(data, room))
+            except zlib.error as exc:
+                out.append(self._refused(exc, room))
+                break
+            if self._head is not None and len(self._head) >= 2:  # noqa: PLR2004 -- zlib's header
+                self._head = None
+            room -= len(out[-1])
+            if not (decompressor.eof and decompressor.unused_data and room > 0):
+                break
+            data = b""  # a next gzip member (or what follows the stream) is in unused_data
+        return b"".join(out)
+
+    def _next_member(self, data: bytes) -> bytes:
+        """After a stream's end: the input of a next gzip member, or nothing (dropped)."""
+        if not self._gzip:
+            self._over = True
+            return b""
+        data = self._decompressor.unused_data + data
+        if data:
+            self._decompressor = zlib.decompressobj(_GZIP_WBITS)
+            self._members += 1
+        return data
+
+    def _refused(self, exc: zlib.error, room: int) -> bytes:
+        """The data zlib refused: raw deflate, garbage after a member, or corrupt data."""
+        head = self._head
+        if head is not None:  # "deflate" as raw deflate, without the zlib header
+            self._head = None
             self._decompressor = zlib.decompressobj(-zlib.MAX_WBITS)
-            return self.feed(data, room)
+            return self.feed(head, room)
+        if self._members:
+            self._over = True  # garbage after a whole member: dropped, as urllib3 does
+            return b""
+        raise UndecodableError(f"corrupt compressed data ({exc})") from None
 
 
 class BoundedDecoder:
     """Decodes a body chunk by chunk, never holding more than the cap of decoded bytes.
 
+    The last stage inflates within the room the caller gives; a stage before it (stacked
+    encodings) may put out at most twice the cap and some slack in all, so that no body makes
+    the decoder hold or work through much more than the cap.
+
     Args:
         content_encoding: the response's Content-Encoding header ("" for none).
+        limit: the cap of decoded bytes (`max_response_bytes`).
 
     Raises:
         UndecodableError: an encoding the SDK does not decode, or too many of them.
     """
 
-    __slots__ = ("_stages",)
+    __slots__ = ("_budgets", "_stages")
 
-    def __init__(self, content_encoding: str) -> None:
+    def __init__(self, content_encoding: str, *, limit: int) -> None:
         names = [name.strip().lower() for name in content_encoding.split(",") if name.strip()]
         names = [name for name in names if name != "identity"]
         if len(names) > _MAX_STAGES:
@@ -92,18 +139,27 @@ class BoundedDecoder:
             )
         # Encodings are listed in the order they were applied: undo the last one first.
         self._stages = [_Inflate(name) for name in reversed(names)]
+        #: What each stage before the last may still put out.
+        self._budgets = [2 * limit + _SLACK] * max(len(self._stages) - 1, 0)
 
     def feed(self, data: bytes, room: int) -> bytes:
         """The decoded bytes of `data`: at most `room` of them (more exist if it returns `room`).
 
-        What a stage could not inflate within `room` waits for the next call, or `finish`.
+        What the last stage could not inflate within `room` waits for the next call.
 
         Raises:
-            UndecodableError: corrupt compressed data.
+            UndecodableError: corrupt compressed data, or stacked encodings whose inner data
+                outgrows the cap.
         """
-        for stage in self._stages:
-            data = stage.feed(data, room)
-        return data
+        stages, budgets = self._stages, self._budgets
+        for i, budget in enumerate(budgets):
+            data = stages[i].feed(data, budget + 1)
+            if len(data) > budget:
+                raise UndecodableError(
+                    "stacked compressed data larger than max_response_bytes allows"
+                )
+            budgets[i] = budget - len(data)
+        return stages[-1].feed(data, room) if stages else data
 
     def finish(self, room: int) -> bytes:
         """At the end of the body: the decoded bytes still held back, at most `room` of them.
@@ -114,13 +170,9 @@ class BoundedDecoder:
         """
         out: list[bytes] = []
         left = room
-        while left > 0:
-            backlog = [stage.backlog for stage in self._stages]
-            chunk = self.feed(b"", left)
+        while left > 0 and (chunk := self.feed(b"", left)):
             out.append(chunk)
             left -= len(chunk)
-            if not chunk and backlog == [stage.backlog for stage in self._stages]:
-                break  # nothing more comes out
         if left > 0 and not all(stage.ended for stage in self._stages):
             raise UndecodableError("compressed data cut short: the body ended before it did")
         return b"".join(out)

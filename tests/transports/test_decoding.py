@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import random
+import tracemalloc
 import zlib
 
 import pytest
@@ -40,11 +41,11 @@ class TestEncodings:
         ],
     )
     def test_each_decodes_chunk_by_chunk(self, encoding: str, body: bytes) -> None:
-        assert decode_all(BoundedDecoder(encoding), body) == TEXT
+        assert decode_all(BoundedDecoder(encoding, limit=1 << 30), body) == TEXT
 
     def test_output_stops_at_the_room_given(self) -> None:
         bomb = gzip.compress(b"0" * 10_000_000)
-        assert len(BoundedDecoder("gzip").feed(bomb, 1000)) == 1000
+        assert len(BoundedDecoder("gzip", limit=1 << 30).feed(bomb, 1000)) == 1000
 
 
 class TestWithinTheRoom:
@@ -65,34 +66,71 @@ class TestWithinTheRoom:
         assert capped.content() == (self.NOISE, False)
 
     def test_small_rooms_lose_nothing(self) -> None:
-        decoder = BoundedDecoder("gzip, gzip")
+        decoder = BoundedDecoder("gzip, gzip", limit=len(self.NOISE))
         body = gzip.compress(gzip.compress(self.NOISE))
         out = [decoder.feed(body[i : i + 4096], 1000) for i in range(0, len(body), 4096)]
         rest = decoder.finish(len(self.NOISE))
         assert b"".join(out) + rest == self.NOISE
 
     def test_the_end_gives_no_more_than_the_room(self) -> None:
-        decoder = BoundedDecoder("gzip")
+        decoder = BoundedDecoder("gzip", limit=1 << 30)
         assert len(decoder.feed(gzip.compress(b"0" * 100_000), 10)) == 10
         assert len(decoder.finish(1000)) == 1000  # more held back: not an error
+
+
+class TestWhatFollowsAStream:
+    def test_gzip_members_are_read_one_after_the_other(self) -> None:
+        capped = CappedBody(1000, "gzip")
+        capped.add(gzip.compress(b'{"reply": "he') + gzip.compress(b'llo"}'))
+        assert capped.content() == (b'{"reply": "hello"}', False)
+
+    def test_thousands_of_empty_members(self) -> None:
+        body = gzip.compress(b"{}") + gzip.compress(b"") * 20_000
+        capped = CappedBody(1000, "gzip")
+        for i in range(0, len(body), 65536):
+            capped.add(body[i : i + 65536])
+        assert capped.content() == (b"{}", False)
+
+    @pytest.mark.parametrize(
+        ("encoding", "compress"), [("gzip", gzip.compress), ("deflate", zlib.compress)]
+    )
+    def test_bytes_after_the_end_are_dropped_not_kept(self, encoding, compress) -> None:
+        capped = CappedBody(1000, encoding)
+        capped.add(compress(b"{}"))
+        tracemalloc.start()
+        try:
+            for _ in range(200):  # 13 MB of garbage after the end of the stream
+                capped.add(b"x" * 65536)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert capped.content() == (b"{}", False)
+        assert peak < 1_000_000
+
+    @pytest.mark.parametrize("body", [zlib.compress(TEXT), raw_deflate(TEXT)], ids=["zlib", "raw"])
+    def test_deflate_a_byte_at_a_time(self, body: bytes) -> None:
+        capped = CappedBody(1 << 20, "deflate")
+        for i in range(len(body)):
+            capped.add(body[i : i + 1])
+        assert capped.content() == (TEXT, False)
 
 
 class TestRefused:
     def test_an_encoding_not_asked_for(self) -> None:
         with pytest.raises(UndecodableError, match="'br'"):
-            BoundedDecoder("br")
+            BoundedDecoder("br", limit=1000)
 
     def test_too_many_stacked(self) -> None:
         with pytest.raises(UndecodableError, match="4 stacked"):
-            BoundedDecoder("gzip, gzip, gzip, gzip")
+            BoundedDecoder("gzip, gzip, gzip, gzip", limit=1000)
 
     def test_corrupt_gzip(self) -> None:
         with pytest.raises(UndecodableError, match="corrupt compressed data"):
-            BoundedDecoder("gzip").feed(b"\x1f\x8b not gzip at all", 1000)
+            BoundedDecoder("gzip", limit=1 << 30).feed(b"\x1f\x8b not gzip at all", 1000)
 
     def test_deflate_that_is_neither_zlib_nor_raw(self) -> None:
         with pytest.raises(UndecodableError, match="corrupt compressed data"):
-            BoundedDecoder("deflate").feed(b"\xff\xff\xff\xff not deflate", 1000)
+            BoundedDecoder("deflate", limit=1 << 30).feed(b"\xff\xff\xff\xff not deflate", 1000)
 
     @pytest.mark.parametrize(
         ("encoding", "whole"),
@@ -112,3 +150,13 @@ class TestRefused:
 
     def test_an_empty_body_is_empty_whatever_its_encoding(self) -> None:
         assert CappedBody(100, "gzip").content() == (b"", False)
+
+    def test_stacked_data_that_inflates_to_nothing(self) -> None:
+        """Inner data far larger than the cap, that never inflates (an endless gzip comment).
+
+        Refused as soon as it outgrows twice the cap, instead of held and worked through.
+        """
+        endless_comment = b"\x1f\x8b\x08\x10\0\0\0\0\x00\xff" + b"a" * 1_000_000
+        capped = CappedBody(100_000, "gzip, gzip")
+        with pytest.raises(UndecodableError, match="larger than max_response_bytes allows"):
+            capped.add(gzip.compress(endless_comment))

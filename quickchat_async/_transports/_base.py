@@ -168,6 +168,8 @@ class CappedBody:
         decoder = self._decoder
         if decoder is None:
             return self._dropped or self._keep(raw)
+        if self._size > self._limit:
+            return True  # full already: the rest is not read
         try:
             chunk = decoder.feed(raw, self._limit - self._size + 1)
         except UndecodableError:

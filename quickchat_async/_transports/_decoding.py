@@ -11,7 +11,7 @@ a body in any other encoding cannot be read and is refused (`UndecodableError`).
 from __future__ import annotations
 
 import zlib
-from typing import Final
+from typing import Final, Protocol
 
 
 __all__ = ["ACCEPT_ENCODING", "BoundedDecoder", "UndecodableError"]
@@ -23,11 +23,27 @@ _MAX_STAGES: Final = 3
 #: What an inner stage of stacked encodings may put out beyond twice the cap: compressed data is
 #: hardly ever larger than what it inflates to, so more means a body crafted to waste work.
 _SLACK: Final = 64 * 1024
+#: The most gzip members one body may hold: each one's end has zlib copy the rest of the input,
+#: so that thousands of empty members (20 bytes each) would cost seconds.
+_MAX_MEMBERS: Final = 64
 _GZIP_WBITS: Final = 16 + zlib.MAX_WBITS
+_GZIP_MAGIC: Final = b"\x1f\x8b"
 
 
 class UndecodableError(Exception):
     """The body's Content-Encoding is not one the SDK decodes, or the data is corrupt."""
+
+
+class _Decompressor(Protocol):
+    """What `zlib.decompressobj()` returns."""
+
+    @property
+    def eof(self) -> bool: ...
+    @property
+    def unused_data(self) -> bytes: ...
+    @property
+    def unconsumed_tail(self) -> bytes: ...
+    def decompress(self, data: bytes, max_length: int = 0, /) -> bytes: ...
 
 
 class _Inflate:
@@ -35,78 +51,113 @@ class _Inflate:
 
     Input that zlib could not inflate within the room it was given (`unconsumed_tail`) is kept
     and goes first the next time. A gzip body of several members is read member after member;
-    bytes after the end of the stream (padding, garbage) are dropped, as httpx and urllib3 do.
+    bytes after the end of the stream that do not start another member (padding, garbage) are
+    dropped, as httpx and urllib3 do.
     """
 
-    __slots__ = ("_decompressor", "_fed", "_gzip", "_head", "_members", "_over")
+    __slots__ = ("_decompressor", "_fed", "_gzip", "_head", "_members", "_over", "_rest")
 
     def __init__(self, encoding: str) -> None:
         self._gzip = encoding in {"gzip", "x-gzip"}
-        self._decompressor = zlib.decompressobj(_GZIP_WBITS if self._gzip else zlib.MAX_WBITS)
+        #: None between two gzip members: what follows tells whether another one starts.
+        self._decompressor: _Decompressor | None = zlib.decompressobj(
+            _GZIP_WBITS if self._gzip else zlib.MAX_WBITS
+        )
         #: For "deflate": the first bytes, until zlib has accepted its 2-byte header; replayed
         #: as raw deflate if it refuses them. None once the header is settled.
         self._head: bytes | None = None if self._gzip else b""
+        #: Bytes after a gzip member, not yet read (too few yet to tell another member).
+        self._rest = b""
+        self._members = 1
         self._fed = False
         #: The stream ended, and what follows is dropped.
         self._over = False
-        #: gzip members read whole before the current one.
-        self._members = 0
 
     @property
     def ended(self) -> bool:
         """Whether the compressed stream came to its end (or no byte of it came at all)."""
-        return self._over or self._decompressor.eof or not self._fed
+        decompressor = self._decompressor
+        if decompressor is None:  # between gzip members: a lone 0x1f may begin another
+            return not self._rest
+        return self._over or decompressor.eof or not self._fed
 
     def feed(self, data: bytes, room: int) -> bytes:
-        """Inflate `data` after the input kept from before, returning at most `room` bytes."""
+        """Inflate `data` after the input kept from before, returning at most `room` bytes.
+
+        Raises:
+            UndecodableError: corrupt compressed data, or too many gzip members.
+        """
         out: list[bytes] = []
-        while not self._over:
+        more: bytes | None = data
+        while more is not None and not self._over:
             decompressor = self._decompressor
-            if decompressor.eof:
-                data = self._next_member(data)
-                if not data:
+            if decompressor is None:
+                decompressor, more = self._next_member(self._rest + more)
+                if decompressor is None:
                     break
-                decompressor = self._decompressor
             elif decompressor.unconsumed_tail:
-                data = decompressor.unconsumed_tail + data
-            self._fed = self._fed or bool(data)
-            if self._head is not None:
-                self._head += data
-            try:
-                out.append(decompressor.decompress(data, room))
-            except zlib.error as exc:
-                out.append(self._refused(exc, room))
-                break
-            if self._head is not None and len(self._head) >= 2:  # noqa: PLR2004 -- zlib's header
-                self._head = None
+                more = decompressor.unconsumed_tail + more
+            out.append(self._inflate(decompressor, more, room))
             room -= len(out[-1])
-            if not (decompressor.eof and decompressor.unused_data and room > 0):
-                break
-            data = b""  # a next gzip member (or what follows the stream) is in unused_data
+            more = self._after(decompressor, room)
         return b"".join(out)
 
-    def _next_member(self, data: bytes) -> bytes:
-        """After a stream's end: the input of a next gzip member, or nothing (dropped)."""
+    def _inflate(self, decompressor: _Decompressor, data: bytes, room: int) -> bytes:
+        self._fed = self._fed or bool(data)
+        if self._head is not None:
+            self._head += data
+        try:
+            out = decompressor.decompress(data, room)
+        except zlib.error as exc:
+            return self._refused(exc, room)
+        if self._head is not None and len(self._head) >= 2:  # noqa: PLR2004 -- zlib's header
+            self._head = None
+        return out
+
+    def _after(self, decompressor: _Decompressor, room: int) -> bytes | None:
+        """Once a stream or member ends: the input of what may be a next gzip member, or None."""
+        if not decompressor.eof or self._over:
+            return None
         if not self._gzip:
-            self._over = True
-            return b""
-        data = self._decompressor.unused_data + data
-        if data:
-            self._decompressor = zlib.decompressobj(_GZIP_WBITS)
-            self._members += 1
+            self._over = True  # what follows a deflate stream is dropped
+            return None
+        self._decompressor, data = None, decompressor.unused_data
+        if room <= 0 or not data:
+            self._rest = data
+            return None
         return data
 
+    def _next_member(self, data: bytes) -> tuple[_Decompressor | None, bytes]:
+        """After a gzip member: a decompressor for the next one and its input, if one starts.
+
+        Raises:
+            UndecodableError: more than `_MAX_MEMBERS` members.
+        """
+        self._rest = b""
+        if len(data) < len(_GZIP_MAGIC) and _GZIP_MAGIC.startswith(data):
+            self._rest = data  # too few bytes yet to tell
+            return None, b""
+        if not data.startswith(_GZIP_MAGIC):
+            self._over = True  # not a member: padding or garbage, dropped
+            return None, b""
+        if self._members >= _MAX_MEMBERS:
+            raise UndecodableError(f"more than {_MAX_MEMBERS} gzip members")
+        self._members += 1
+        self._decompressor = zlib.decompressobj(_GZIP_WBITS)
+        return self._decompressor, data
+
     def _refused(self, exc: zlib.error, room: int) -> bytes:
-        """The data zlib refused: raw deflate, garbage after a member, or corrupt data."""
+        """The data zlib refused: raw deflate (then inflated as such), or corrupt data.
+
+        Raises:
+            UndecodableError: corrupt compressed data.
+        """
         head = self._head
-        if head is not None:  # "deflate" as raw deflate, without the zlib header
-            self._head = None
-            self._decompressor = zlib.decompressobj(-zlib.MAX_WBITS)
-            return self.feed(head, room)
-        if self._members:
-            self._over = True  # garbage after a whole member: dropped, as urllib3 does
-            return b""
-        raise UndecodableError(f"corrupt compressed data ({exc})") from None
+        if head is None:
+            raise UndecodableError(f"corrupt compressed data ({exc})") from None
+        self._head = None  # "deflate" as raw deflate, without the zlib header
+        self._decompressor = zlib.decompressobj(-zlib.MAX_WBITS)
+        return self.feed(head, room)
 
 
 class BoundedDecoder:
@@ -152,14 +203,18 @@ class BoundedDecoder:
                 outgrows the cap.
         """
         stages, budgets = self._stages, self._budgets
+        if not stages:
+            return data
+        over_budget = False
         for i, budget in enumerate(budgets):
             data = stages[i].feed(data, budget + 1)
-            if len(data) > budget:
-                raise UndecodableError(
-                    "stacked compressed data larger than max_response_bytes allows"
-                )
+            if len(data) > budget:  # no more of it: enough to fill the cap, or a crafted body
+                over_budget, data = True, data[:budget]
             budgets[i] = budget - len(data)
-        return stages[-1].feed(data, room) if stages else data
+        out = stages[-1].feed(data, room)
+        if over_budget and len(out) < room:
+            raise UndecodableError("stacked compressed data larger than max_response_bytes allows")
+        return out
 
     def finish(self, room: int) -> bytes:
         """At the end of the body: the decoded bytes still held back, at most `room` of them.

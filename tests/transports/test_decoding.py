@@ -84,12 +84,48 @@ class TestWhatFollowsAStream:
         capped.add(gzip.compress(b'{"reply": "he') + gzip.compress(b'llo"}'))
         assert capped.content() == (b'{"reply": "hello"}', False)
 
-    def test_thousands_of_empty_members(self) -> None:
-        body = gzip.compress(b"{}") + gzip.compress(b"") * 20_000
+    def test_a_bounded_number_of_members(self) -> None:
+        """Each member's end costs a copy of the rest: 64 of them at most, not thousands."""
         capped = CappedBody(1000, "gzip")
-        for i in range(0, len(body), 65536):
-            capped.add(body[i : i + 65536])
+        capped.add(gzip.compress(b"{}") + gzip.compress(b"") * 63)
         assert capped.content() == (b"{}", False)
+        with pytest.raises(UndecodableError, match="more than 64 gzip members"):
+            CappedBody(1000, "gzip").add(gzip.compress(b"") * 20_000)
+
+    @pytest.mark.parametrize("chunk", [1, 1 << 20])
+    def test_a_corrupt_member_after_the_first(self, chunk: int) -> None:
+        body = bytearray(gzip.compress(b"A" * 600) + gzip.compress(b"B" * 600))
+        body[-8] ^= 1  # the second member's checksum
+        capped = CappedBody(1 << 20, "gzip")
+
+        def read() -> tuple[bytes, bool]:
+            for i in range(0, len(body), chunk):
+                capped.add(bytes(body[i : i + chunk]))
+            return capped.content()
+
+        with pytest.raises(UndecodableError):
+            read()
+
+    @pytest.mark.parametrize("trailer", [b"\n", b"\x00", b"\x00\x00", b"garbage!"])
+    def test_a_few_bytes_after_the_end(self, trailer: bytes) -> None:
+        capped = CappedBody(1000, "gzip")
+        capped.add(gzip.compress(b"{}") + trailer)
+        assert capped.content() == (b"{}", False)
+
+    @pytest.mark.parametrize("cut", [1, 2, 10])
+    def test_a_next_member_cut_short(self, cut: int) -> None:
+        """Even one byte into it (0x1f, the first of gzip's magic): never a body taken whole."""
+        capped = CappedBody(1000, "gzip")
+        capped.add(gzip.compress(b'{"reply": "he') + gzip.compress(b'llo"}')[:cut])
+        with pytest.raises(UndecodableError, match="cut short"):
+            capped.content()
+
+    def test_stacked_and_over_the_cap_in_one_chunk(self) -> None:
+        """A whole large body in one chunk is cut at the cap, as it is chunk by chunk."""
+        noise = TestWithinTheRoom.NOISE
+        capped = CappedBody(1000, "gzip, gzip")
+        assert capped.add(gzip.compress(gzip.compress(noise)))
+        assert capped.content() == (noise[:1000], True)
 
     @pytest.mark.parametrize(
         ("encoding", "compress"), [("gzip", gzip.compress), ("deflate", zlib.compress)]

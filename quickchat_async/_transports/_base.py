@@ -157,7 +157,7 @@ class CappedBody:
             except UndecodableError:
                 if self._strict:
                     raise
-                self._dropped = True
+                self._drop()
 
     def add(self, raw: bytes) -> bool:
         """Keep a chunk as it came; True once more than the limit has arrived (read no further).
@@ -165,11 +165,11 @@ class CappedBody:
         Raises:
             UndecodableError: corrupt compressed data in a 2xx.
         """
+        if self._dropped or self._size > self._limit:
+            return True  # the rest is not read
         decoder = self._decoder
         if decoder is None:
-            return self._dropped or self._keep(raw)
-        if self._size > self._limit:
-            return True  # full already: the rest is not read
+            return self._keep(raw)
         try:
             chunk = decoder.feed(raw, self._limit - self._size + 1)
         except UndecodableError:

@@ -291,10 +291,15 @@ class TestFailures:
                     await response.aread()
 
 
+@pytest.fixture(name="authority")
+def _authority() -> trustme.CA:
+    """A certificate authority of the test's own, which the system does not trust."""
+    return trustme.CA()
+
+
 @pytest.fixture(name="tls")
-def _tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+def _tls(authority: trustme.CA) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """A server context with a certificate for 127.0.0.1, and a client context trusting it."""
-    authority = trustme.CA()
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     authority.issue_cert("127.0.0.1").configure_cert(server)
     client = ssl.create_default_context()
@@ -380,14 +385,19 @@ class TestTLS:
 
 
 class TestTrustedAuthorities:
-    async def test_ssl_cert_file_names_them(self, tmp_path, monkeypatch, anyio_backend: str):
+    async def test_ssl_cert_file_names_them(
+        self,
+        tls: tuple[ssl.SSLContext, ssl.SSLContext],
+        authority: trustme.CA,
+        tmp_path,
+        monkeypatch,
+        anyio_backend: str,
+    ):
         """The default engine trusts the system's store; SSL_CERT_FILE names another bundle.
 
         Set after a client was made without it, it still applies to the next client.
         """
-        authority = trustme.CA()
-        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        authority.issue_cert("127.0.0.1").configure_cert(server_context)
+        server_context, _ = tls
         bundle = tmp_path / "ca.pem"
         authority.cert_pem.write_to_path(str(bundle))
 
